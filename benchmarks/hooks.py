@@ -10,6 +10,7 @@ Run: .venv/bin/python benchmarks/hooks.py [--repeats 5]   (peers: make bench ins
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -118,12 +119,24 @@ def main() -> None:
     times = {k: [] for k in methods}
     for fn in methods.values():  # warm-up
         fn()
-    for _ in range(args.repeats):
-        for k, fn in methods.items():  # interleaved, so drift hits every method alike
-            times[k].append(timed(fn))
+    order = list(methods)
+    for r in range(args.repeats):
+        # Interleaved, so drift hits every method alike, and rotated, so no method always runs right after
+        # the one whose freed memory it would reuse. Every method's previous result is released before
+        # each timed call: fresh pages are slow on this VM, and which method got them would otherwise
+        # depend on the order, not on the method.
+        for k in order[r % len(order):] + order[: r % len(order)]:
+            caches.clear()
+            gc.collect()
+            times[k].append(timed(methods[k]))
+    for fn in methods.values():  # once more, untimed, to measure what each cache holds
+        fn()
 
     base = statistics.median(times["plain HF forward"])
-    print(f"\nsmollm2-135m, batch 4 x 128, CPU threads {torch.get_num_threads()}, {args.repeats} interleaved repeats (median)")
+    from uncover.core.memory import tune_allocator
+
+    print(f"\nsmollm2-135m, batch 4 x 128, CPU threads {torch.get_num_threads()}, {args.repeats} interleaved repeats "
+          f"(median); glibc malloc tuned by uncover.core.memory: {tune_allocator()}")
     print(f"{'what':58s} {'seconds':>9s} {'vs plain':>9s}")
     for label, t, _ in rows:
         print(f"{label:58s} {t:9.2f} {'':>9s}")

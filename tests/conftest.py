@@ -15,7 +15,7 @@ ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2"
 
 
 def tiny_hf(arch: str, seed: int = 0):
-    """A tiny randomly initialised transformers causal LM of the given family (vocab 1000, 2-3 layers)."""
+    """A tiny randomly initialised causal LM of the given family (vocab 1000, 3 layers); "toy" is uncover's own."""
     import transformers as T
 
     torch.manual_seed(seed)
@@ -35,6 +35,11 @@ def tiny_hf(arch: str, seed: int = 0):
             extra.update(pad_token_id=0)
         config = cls[0](**common, **extra)
         hf = cls[1](config)
+    elif arch == "toy":  # uncover's own toy transformer (uncover.dynamics), wrapped like any HF model
+        from uncover.dynamics.models import ToyConfig, ToyTransformer
+
+        hf = ToyTransformer(ToyConfig(d_vocab=1000, n_ctx=256, d_model=64, n_heads=4, d_head=16, d_mlp=96,
+                                      n_layers=3, layer_norm=True), seed=seed)
     elif arch == "gpt2":
         hf = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=1000, n_embd=64, n_layer=3, n_head=4, n_positions=256))
     else:

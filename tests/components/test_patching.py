@@ -174,3 +174,15 @@ def test_patching_only_chosen_entries(tiny_model, pair):
     assert torch.allclose(some.values[picked], full.values[picked], atol=1e-6)
     with pytest.raises(UncoverError, match="only= entries"):
         P.activation_patching(model, *pair, metric, "z", "head", only=[(0, 9)])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt_neox"])
+def test_last_position_logits_give_the_same_patching(tiny_model, pair, arch):
+    """logits_to_keep=1 (what task metrics use) changes only the cost, not the values."""
+    model = tiny_model(arch)
+    for site, by in (("z", "head"), ("resid_pre", "pos")):
+        full = P.activation_patching(model, *pair, metric, site, by, normalize=False, batch_size=6)
+        last = P.activation_patching(model, *pair, metric, site, by, normalize=False, batch_size=6, logits_to_keep=1)
+        assert float((full.values - last.values).abs().max()) <= 1e-5
+    swept = P.ablation_sweep(model, pair[0], metric, "z", "head", logits_to_keep=1)
+    assert float((swept.values - P.ablation_sweep(model, pair[0], metric, "z", "head").values).abs().max()) <= 1e-5

@@ -125,3 +125,36 @@ def test_writing_resid_mid_reaches_the_residual(tiny_model, arch):
         via_mid = model.run_with_hooks(TOKENS, [("blocks.1.hook_resid_mid", lambda t, h: t + d)])
         via_attn = model.run_with_hooks(TOKENS, [("blocks.1.hook_attn_out", lambda t, h: t + d)])
     torch.testing.assert_close(via_mid, via_attn, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES + ["toy"])
+def test_start_at_layer_and_logits_to_keep(tiny_model, arch):
+    """Starting at layer l from the cached resid_pre, or keeping only the last logits, gives the same logits."""
+    model = tiny_model(arch)
+    last = model.cfg.n_layers - 1
+    names = [f"blocks.{l}.hook_resid_pre" for l in (0, last)] + [f"blocks.{last}.hook_mlp_out"]
+    with torch.no_grad():
+        ref, cache = model.run_with_cache(TOKENS, names=names)
+        seen = {}
+        for l in (0, last):
+            hooks = [(f"blocks.{last}.hook_mlp_out", lambda t, h: seen.update(mlp=t.clone()))]
+            out = model.run_with_hooks(TOKENS, hooks, start_at_layer=l, resid_pre=cache[f"blocks.{l}.hook_resid_pre"])
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(seen["mlp"], cache[f"blocks.{last}.hook_mlp_out"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(TOKENS, logits_to_keep=2), ref[:, -2:], rtol=1e-5, atol=1e-5)
+        # a different residual at the start layer changes the output: the skipped layers really are skipped
+        moved = model(TOKENS, start_at_layer=last, resid_pre=cache[f"blocks.{last}.hook_resid_pre"] + 1.0)
+        assert not torch.allclose(moved, ref)
+    assert model(TOKENS).shape == ref.shape  # skipped layers are restored afterwards
+
+
+def test_start_at_layer_bad_input(tiny_model):
+    from uncover.errors import UncoverError
+
+    model = tiny_model("llama")
+    with pytest.raises(UncoverError, match="resid_pre of shape"):
+        model(TOKENS, start_at_layer=1)
+    with pytest.raises(UncoverError, match="resid_pre of shape"):
+        model(TOKENS, start_at_layer=1, resid_pre=torch.zeros(2, 12, model.cfg.d_model + 1))
+    with pytest.raises(UncoverError, match="out of range"):
+        model(TOKENS, start_at_layer=99, resid_pre=torch.zeros(2, 12, model.cfg.d_model))

@@ -12,7 +12,9 @@ Sites: ``resid_pre``, ``attn_out``, ``mlp_out``, and the per-head ``z``, ``q``, 
 grouped-query attention, and patching one KV head changes every query head sharing it).
 
 Activation patching is batched: the base prompts are repeated once per patched variant along the batch
-axis and each variant's rows get their own replacement, so one forward runs many patches.
+axis and each variant's rows get their own replacement, so one forward runs many patches. Each forward
+starts at its earliest patched layer from the base run's cached residual (earlier layers are identical to
+the base run), and ``logits_to_keep=1`` skips the unembedding of positions a last-token metric never reads.
 """
 from __future__ import annotations
 
@@ -199,12 +201,15 @@ def run_variants(
     source: Callable[[int], Tensor],
     batch_size: int = 64,
     progress: Callable[[Iterable], Iterable] | None = None,
+    resid_pre: Callable[[int], Tensor] | None = None,
+    logits_to_keep: int = 0,
 ) -> Tensor:
     """The metric of each variant run [len(variants)]: ``tokens`` with one site index replaced per variant.
 
     A variant (layer, j) replaces index j along ``axis`` (everything when j is None) of that layer's
     ``site`` activation by ``source(layer)`` [n, ...]. Up to ``batch_size`` rows (prompts x variants)
-    run in one forward.
+    run in one forward. resid_pre(layer): the unpatched run's ``hook_resid_pre`` [n, pos, d_model]; when
+    given, each forward starts at its earliest patched layer. logits_to_keep: see ``Model.__call__``.
     """
     n = tokens.shape[0]
     per_forward = max(1, batch_size // n)
@@ -213,11 +218,25 @@ def run_variants(
     out = []
     for chunk in progress(chunks) if progress else chunks:
         hooks = _variant_hooks(names, chunk, n, axis, source)
-        big = tokens.repeat(len(chunk), 1)
-        big_mask = None if attention_mask is None else attention_mask.repeat(len(chunk), 1)
-        logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask)
-        out += [float(metric(logits[s * n: (s + 1) * n])) for s in range(len(chunk))]
+        k = len(chunk)
+        big = tokens.repeat(k, 1)
+        big_mask = None if attention_mask is None else attention_mask.repeat(k, 1)
+        start = {}
+        if resid_pre is not None:
+            first = min(layer for layer, _ in chunk)
+            start = {"start_at_layer": first, "resid_pre": resid_pre(first).repeat(k, 1, 1)}
+        logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask, logits_to_keep=logits_to_keep,
+                                      **start)
+        out += [float(metric(logits[s * n: (s + 1) * n])) for s in range(k)]
     return torch.tensor(out)
+
+
+def _base_run(model: "Model", tokens: Tensor, mask: Tensor | None,
+              logits_to_keep: int = 0) -> tuple[Tensor, Callable[[int], Tensor]]:
+    """The unpatched run: logits and ``resid_pre(layer)`` for ``run_variants`` to start from."""
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    logits, cache = model.run_with_cache(tokens, names=names, attention_mask=mask, logits_to_keep=logits_to_keep)
+    return logits, lambda l: cache[names[l]]
 
 
 def _variant_axis(site: str, by: str) -> int | None:
@@ -255,12 +274,15 @@ def activation_patching(
     batch_size: int = 64,
     progress: Callable[[Iterable], Iterable] | None = None,
     only: Sequence[tuple[int, int | None]] | None = None,
+    logits_to_keep: int = 0,
 ) -> PatchResult:
     """Patch one site at a time (see the module docstring) and measure ``metric`` after each patch.
 
     clean, corrupt: token ids [n, pos] or lists of prompts with equal token counts pair by pair.
     metric: logits [n, pos, vocab] -> scalar (e.g. ``task.metric``). batch_size: rows per forward.
     only: patch just these entries, (layer, index) or (layer, None) for by="layer"; the rest are NaN.
+    logits_to_keep: k > 0 gives the metric of the patched runs the logits of the last k positions only
+    ([n, k, vocab]): faster, and enough for last-token metrics such as every task's.
     """
     _check_site(model, site, by)
     denoise = _direction(direction)
@@ -268,8 +290,9 @@ def activation_patching(
     names = [SITES[site].format(l) for l in range(model.cfg.n_layers)]
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
     with torch.no_grad():
-        src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask)
-        base_logits = model(base_t, attention_mask=mask)
+        src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask,
+                                                     logits_to_keep=logits_to_keep)
+        base_logits, base_resid = _base_run(model, base_t, mask, logits_to_keep)
     m_src, m_base = float(metric(src_logits)), float(metric(base_logits))
     m_clean, m_corrupt = (m_src, m_base) if denoise else (m_base, m_src)
     grid = _grid(model, site, by, clean_t.shape[1])
@@ -278,7 +301,7 @@ def activation_patching(
     if unknown:
         raise UncoverError(f"only= entries {unknown[:3]} are not (layer, index) pairs of this {site} by {by} grid.")
     measured = run_variants(model, base_t, mask, metric, site, _variant_axis(site, by), variants,
-                            lambda l: src_cache[names[l]], batch_size, progress)
+                            lambda l: src_cache[names[l]], batch_size, progress, base_resid, logits_to_keep)
     values = torch.full((len(grid),), float("nan"))
     values[[grid.index(v) for v in variants]] = measured
     values = values.reshape(_shape(model, by, site, clean_t.shape[1]))
@@ -296,21 +319,24 @@ def attribution_patching(
     direction: str = "denoise",
     normalize: bool = True,
     attention_mask: Tensor | None = None,
+    logits_to_keep: int = 0,
 ) -> PatchResult:
     """The linear estimate of ``activation_patching`` (Nanda 2023; Syed 2023): two forwards, one backward.
 
     Patching a site from a to a' changes the metric by about (a' - a) . dm/da at the base run; the
     products are summed over the patched entries (and the prompts). Values are the estimated patched
     metric (base metric + estimate), normalised the same way as activation patching.
+    logits_to_keep: as in ``activation_patching`` (for both runs).
     """
     _check_site(model, site, by)
     denoise = _direction(direction)
     clean_t, corrupt_t, mask = _check_pair(model, clean, corrupt, attention_mask)
     names = [SITES[site].format(l) for l in range(model.cfg.n_layers)]
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
-    m_base, acts, grads = model.grad_cache(base_t, metric, names, attention_mask=mask)
+    m_base, acts, grads = model.grad_cache(base_t, metric, names, attention_mask=mask, logits_to_keep=logits_to_keep)
     with torch.no_grad():
-        src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask)
+        src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask,
+                                                     logits_to_keep=logits_to_keep)
     m_src, m_base = float(metric(src_logits)), float(m_base)
     axis = _variant_axis(site, by)
     rows = []
@@ -466,19 +492,22 @@ def ablation_sweep(
     seed: int = 0,
     batch_size: int = 64,
     progress: Callable[[Iterable], Iterable] | None = None,
+    logits_to_keep: int = 0,
 ) -> PatchResult:
     """Ablate one site at a time (zero / mean / resample, see ``ablation_source``) and measure ``metric``.
 
     Values are raw metrics of each ablated run; ``clean_metric`` is the unablated run's metric.
+    logits_to_keep: as in ``activation_patching``.
     """
     _check_site(model, site, by)
     tokens, mask = _tokens(model, tokens, attention_mask)
     source = ablation_source(model, tokens, site, kind, mask, reference, seed)
     with torch.no_grad():
-        m = float(metric(model(tokens, attention_mask=mask)))
+        logits, resid = _base_run(model, tokens, mask, logits_to_keep)
+    m = float(metric(logits))
     variants = _grid(model, site, by, tokens.shape[1])
     values = run_variants(model, tokens, mask, metric, site, _variant_axis(site, by), variants, source,
-                          batch_size, progress)
+                          batch_size, progress, resid, logits_to_keep)
     values = values.reshape(_shape(model, by, site, tokens.shape[1]))
     return PatchResult(values, site, by, "ablation", kind, False, m, float("nan"), {"kind": kind})
 
@@ -508,6 +537,7 @@ def patch_task(model: "Model", task, site: str = "z", by: str = "head", method: 
     fn = {"activation": activation_patching, "attribution": attribution_patching}.get(method)
     if fn is None:
         raise UncoverError(f"method must be 'activation' or 'attribution', not {method!r}.")
+    kwargs.setdefault("logits_to_keep", 1)  # task metrics read the last position only
     result = fn(model, task.clean, task.corrupt, task.metric, site=site, by=by,
                 attention_mask=task.attention_mask, **kwargs)
     result.meta.update({"task": task.name, "n_prompts": len(task), "metric": task.metric_unit})

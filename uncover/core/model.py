@@ -18,6 +18,7 @@ from uncover.core.adapters import adapter_for
 from uncover.core.attention import pattern_implementation
 from uncover.core.cache import ActivationCache
 from uncover.core.hooks import Fn, HookPoint, attach
+from uncover.core.memory import tune_allocator
 from uncover.errors import UncoverError, closest
 
 Names = "Sequence[str] | str | Callable[[str], bool] | None"
@@ -28,6 +29,7 @@ class Model:
     """uncover's one door to a network. See DESIGN.md for the contract."""
 
     def __init__(self, hf: nn.Module, tokenizer: Any = None, name: str | None = None):
+        tune_allocator()
         self.hf = hf.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(hf.config, "name_or_path", None) or type(hf).__name__
@@ -163,15 +165,64 @@ class Model:
         return tokens.to(self.device), None if attention_mask is None else attention_mask.to(self.device)
 
     # ---- forward ----------------------------------------------------------------------------------
-    def __call__(self, tokens, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [batch, pos, d_vocab]. With left padding, positions count real tokens only."""
+    def __call__(
+        self,
+        tokens,
+        attention_mask: torch.Tensor | None = None,
+        start_at_layer: int | None = None,
+        resid_pre: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        """Logits [batch, pos, d_vocab]. With left padding, positions count real tokens only.
+
+        start_at_layer, resid_pre: skip the layers before ``start_at_layer`` and feed ``resid_pre``
+        [batch, pos, d_model] (e.g. a cached ``blocks.{l}.hook_resid_pre``) into it; ``tokens`` still give
+        the positions and the mask. Hooks of skipped layers do not see activations, so hook later layers only.
+        logits_to_keep: k > 0 computes the logits of the last k positions only -> [batch, k, d_vocab].
+        """
         tokens, attention_mask = self._as_tokens(tokens, attention_mask)
         position_ids = None
         if attention_mask is not None and not bool(attention_mask.all()):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self.hf(
-            input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).logits
+        kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+        with self._start_at(start_at_layer, resid_pre, tokens.shape):
+            return self.hf(
+                input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                **kwargs,
+            ).logits
+
+    @contextmanager
+    def _start_at(self, layer: int | None, resid_pre: torch.Tensor | None, shape: torch.Size) -> Iterator[None]:
+        """While active, layers before ``layer`` pass their input through and ``layer`` reads ``resid_pre``."""
+        if layer is None and resid_pre is None:
+            yield
+            return
+        want = (*shape, self.cfg.d_model)
+        if layer is None or resid_pre is None or tuple(resid_pre.shape) != want:
+            got = None if resid_pre is None else tuple(resid_pre.shape)
+            raise UncoverError(
+                f"start_at_layer needs both a layer and resid_pre of shape {want} (got layer={layer}, "
+                f"resid_pre {got}); pass the cached blocks.{{layer}}.hook_resid_pre of the same tokens"
+            )
+        layers = self.adapter.layers(self.hf)
+        self._layer(layer)  # range check
+
+        def passthrough(hidden_states, *args, **kwargs):
+            return hidden_states
+
+        def feed(module, args, kwargs):
+            x = resid_pre.to(self.device)
+            return ((x,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+        handle = layers[layer].register_forward_pre_hook(feed, prepend=True, with_kwargs=True)
+        for skipped in layers[:layer]:
+            skipped.forward = passthrough  # an instance attribute shadows the class's forward
+        try:
+            yield
+        finally:
+            handle.remove()
+            for skipped in layers[:layer]:
+                del skipped.forward
 
     @contextmanager
     def hooks(self, fwd_hooks: Iterable[tuple[str, Fn]], force_write: bool = False) -> Iterator["Model"]:
@@ -203,9 +254,11 @@ class Model:
                     for fn in fns:
                         module._uncover_pattern_fns.remove(fn)
 
-    def run_with_hooks(self, tokens, fwd_hooks: Iterable[tuple[str, Fn]] = (), attention_mask=None) -> torch.Tensor:
+    def run_with_hooks(self, tokens, fwd_hooks: Iterable[tuple[str, Fn]] = (), attention_mask=None,
+                       **forward_kwargs: Any) -> torch.Tensor:
+        """Logits with ``(name, fn)`` hooks active; forward_kwargs go to ``__call__`` (start_at_layer, ...)."""
         with self.hooks(fwd_hooks):
-            return self(tokens, attention_mask=attention_mask)
+            return self(tokens, attention_mask=attention_mask, **forward_kwargs)
 
     def run_with_cache(
         self,
@@ -215,12 +268,13 @@ class Model:
         device: str | torch.device | None = None,
         pos_slice: int | slice | Sequence[int] | None = None,
         fwd_hooks: Iterable[tuple[str, Fn]] = (),
+        **forward_kwargs: Any,
     ) -> tuple[torch.Tensor, ActivationCache]:
         """Logits and an ActivationCache of only the requested names (no gradients).
 
         names: list, glob pattern, predicate, or None for every name except attention patterns.
         pos_slice: keep only these positions (the query axis for patterns). device: move cached tensors.
-        fwd_hooks run before caching, so the cache sees their changes.
+        fwd_hooks run before caching, so the cache sees their changes. forward_kwargs go to ``__call__``.
         """
         store: dict[str, torch.Tensor] = {}
 
@@ -237,17 +291,19 @@ class Model:
 
         names = self.resolve_names(names)
         with torch.no_grad(), self.hooks(list(fwd_hooks) + [(n, save) for n in names]):
-            logits = self(tokens, attention_mask=attention_mask)
+            logits = self(tokens, attention_mask=attention_mask, **forward_kwargs)
         return logits, ActivationCache(store, self)
 
     def grad_cache(
         self, tokens, metric_fn: Callable[[torch.Tensor], torch.Tensor], names: Names = None,
         attention_mask: torch.Tensor | None = None, fwd_hooks: Iterable[tuple[str, Fn]] = (),
+        **forward_kwargs: Any,
     ) -> tuple[torch.Tensor, ActivationCache, ActivationCache]:
         """Gradients of a scalar ``metric_fn(logits)`` with respect to hook activations.
 
         One forward and one backward. Returns (metric, activations, gradients); both caches hold the
-        requested names with the activations' shapes. Parameters get no gradient.
+        requested names with the activations' shapes. Parameters get no gradient. forward_kwargs go to
+        ``__call__`` (``logits_to_keep=1`` saves the unembedding when the metric reads the last position).
         """
         names = self.resolve_names(names)
         acts: dict[str, torch.Tensor] = {}
@@ -260,7 +316,7 @@ class Model:
 
         hooks = [("hook_embed", leaf)] + list(fwd_hooks) + [(n, grab) for n in names]
         with torch.enable_grad(), self.hooks(hooks, force_write=True):
-            metric = metric_fn(self(tokens, attention_mask=attention_mask))
+            metric = metric_fn(self(tokens, attention_mask=attention_mask, **forward_kwargs))
         if metric.numel() != 1:
             raise UncoverError(f"metric_fn must return a scalar, got shape {tuple(metric.shape)}")
         grads = torch.autograd.grad(metric, [acts[n] for n in names], allow_unused=True)

@@ -186,13 +186,14 @@ class ToyTransformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, use_cache: bool | None = None,
-                last_only: bool = False) -> ToyOutput:
+                last_only: bool = False, logits_to_keep: int = 0) -> ToyOutput:
         """input_ids [batch, pos] -> ``ToyOutput(logits=[batch, pos, d_vocab_out])`` (the HF calling convention,
         so ``uc.load(toy_model)`` wraps it like any causal LM; ``use_cache`` is accepted and ignored).
 
         ``last_only=True`` returns logits [batch, 1, d_vocab_out] for the final position only, skipping the
         final layer's queries, MLP and unembedding at every other position (their outputs are never read
         by a last-token loss); the result equals ``forward(input_ids).logits[:, -1:]``.
+        ``logits_to_keep=k`` (HF's convention) unembeds only the last k positions.
         """
         tokens = input_ids
         if tokens.ndim != 2:
@@ -209,7 +210,7 @@ class ToyTransformer(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             resid = block(resid, last_only=last_only and i == last)
-        return ToyOutput(self.unembed(self.ln_final(resid)))
+        return ToyOutput(self.unembed(self.ln_final(resid[:, -logits_to_keep:] if logits_to_keep else resid)))
 
     @property
     def config(self) -> ToyConfig:

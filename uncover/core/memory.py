@@ -1,0 +1,35 @@
+"""Keep freed activation memory inside the process (glibc only).
+
+A cache of every activation holds hundreds of MiB per forward. With glibc's defaults, large tensors are
+mmapped and freeing them hands the pages back to the kernel, so the next forward faults them back in
+(on a 2-core VM, about 4 us per 4 KiB page: run_with_cache of every name went from 1.02x to 1.2-1.5x a
+plain forward). Once per process, uncover raises glibc's mmap threshold to 256 MiB and its trim threshold
+to 1 GiB, so freed memory is reused; the process may keep up to about 1 GiB of freed memory.
+Set ``UNCOVER_MALLOC_TUNING=0`` to keep glibc's defaults.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+MMAP_THRESHOLD = 256 * 2**20
+TRIM_THRESHOLD = 2**30
+_tuned: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """Apply the thresholds above once; True when glibc accepted them (False elsewhere or when disabled)."""
+    global _tuned
+    if _tuned is None:
+        _tuned = False
+        if sys.platform.startswith("linux") and os.environ.get("UNCOVER_MALLOC_TUNING", "1") != "0":
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                mallopt = libc.mallopt
+            except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+                return False
+            _tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _tuned
