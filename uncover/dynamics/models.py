@@ -238,16 +238,22 @@ class ToyTransformer(nn.Module):
         attn, V, h = block.attn, self.cfg.d_vocab, self.cfg.n_heads
         table = self.embed.weight[:, None, :] + self.pos_embed.weight[None, :n, :]  # [V, pos, d_model]
         normed = block.ln1(table)
-        q_table = torch.einsum("vd,hde->vhe", normed[:, -1], attn.W_Q)  # query at the last position
-        k_table = torch.einsum("vpd,hde->vphe", normed, attn.W_K)  # [V, pos, head, d_head]
-        v_table = torch.einsum("vpd,hde->vphe", normed, attn.W_V)
-        score_table = torch.einsum("whe,vphe->wvph", q_table, k_table) * attn.scale  # [V_last, V, pos, head]
+        rows = normed.reshape(V * n, -1)  # one row per (token, position)
+        last, which = tokens[:, -1].unique(return_inverse=True)  # distinct final tokens (one for "a b =")
+        q_table = torch.einsum("ud,hde->uhe", normed[last, -1], attn.W_Q)  # [U, head, d_head]
+        k_table = torch.einsum("rd,hde->rhe", rows, attn.W_K)  # [V * pos, head, d_head]
+        v_table = torch.einsum("rd,hde->rhe", rows, attn.W_V)
+        score_table = torch.einsum("uhe,rhe->urh", q_table, k_table) * attn.scale  # [U, V * pos, head]
         positions = torch.arange(n, device=tokens.device)
         pair = tokens * n + positions  # row of (token, position) in the flattened tables, [batch, pos]
-        scores = F.embedding(tokens[:, -1:] * (V * n) + pair, score_table.reshape(-1, h))  # [batch, pos, head]
-        pattern = attn.hook_pattern(scores.softmax(dim=1).transpose(1, 2)[:, :, None, :])  # [b, head, 1, pos]
+        scores = F.embedding(which[:, None] * (V * n) + pair, score_table.reshape(-1, h))  # [batch, pos, head]
+        weights = scores.softmax(dim=1)
+        view = weights.transpose(1, 2)[:, :, None, :]
+        pattern = attn.hook_pattern(view)  # [batch, head, 1, pos]
+        if pattern is not view:  # a hook replaced the pattern
+            weights = pattern[:, :, 0, :].transpose(1, 2)
         v = F.embedding(pair, v_table.reshape(V * n, -1)).view(batch, n, h, -1)  # [batch, pos, head, d_head]
-        z = attn.hook_z((pattern[:, :, 0, :].transpose(1, 2)[..., None] * v).sum(1)[:, None])  # [b, 1, h, e]
+        z = attn.hook_z((weights[..., None] * v).sum(1)[:, None])  # [batch, 1, head, d_head]
         attn_out = block.hook_attn_out(z.flatten(2) @ attn.W_O.flatten(0, 1))  # [batch, 1, d_model]
         resid = F.embedding(tokens[:, -1:], table[:, n - 1]) + attn_out
         if block.mlp is not None:

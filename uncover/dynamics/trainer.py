@@ -22,6 +22,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uncover.core.memory import tune_allocator
+
 
 class Task(Protocol):
     """What the trainer needs from a task."""
@@ -110,6 +112,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
                  on_eval: Callable[[int, dict, nn.Module], None] | None = None, progress: bool = False):
+        tune_allocator()  # a full-batch step allocates tens of MiB: reuse it rather than fault it back in
         self.cfg, self.task, self.on_eval, self.progress = cfg, task, on_eval, progress
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
