@@ -26,15 +26,15 @@ from uncover.dynamics.data import modular_data
 from uncover.dynamics.grokking import GrokConfig
 from uncover.dynamics.models import ToyTransformer
 from uncover.dynamics.tasks import ModularTask
-from uncover.dynamics.trainer import TrainConfig, Trainer
+from uncover.dynamics.trainer import TrainConfig, Trainer, resolve_device
 
 
-def plain_loop_ms(cfg: GrokConfig, steps: int) -> float:
+def plain_loop_ms(cfg: GrokConfig, steps: int, device: torch.device) -> float:
     """ms per step of a plain loop: full forward, unfused AdamW, eval every 100 steps on the test set."""
     data = modular_data(cfg.p, cfg.op, cfg.train_frac, seed=cfg.seed)
-    model = ToyTransformer(cfg.model_config(), seed=cfg.seed)
+    model = ToyTransformer(cfg.model_config(), seed=cfg.seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-    (x, y), (xt, yt) = data.train, data.test
+    (x, y), (xt, yt) = [(a.to(device), b.to(device)) for a, b in (data.train, data.test)]
     times = []
     for step in range(steps + 2):
         t0 = time.perf_counter()
@@ -44,18 +44,19 @@ def plain_loop_ms(cfg: GrokConfig, steps: int) -> float:
         opt.step()
         if step % 100 == 0:
             with torch.no_grad():
-                F.cross_entropy(model(xt).logits[:, -1], yt)
+                float(F.cross_entropy(model(xt).logits[:, -1], yt))
+        float(loss)  # wait for the device
         times.append(time.perf_counter() - t0)
     return 1000 * sum(times[2:]) / steps  # the first two steps are warm-up
 
 
-def uncover_trainer(cfg: GrokConfig, steps: int, stop: bool) -> Trainer:
+def uncover_trainer(cfg: GrokConfig, steps: int, stop: bool, device: torch.device) -> Trainer:
     data = modular_data(cfg.p, cfg.op, cfg.train_frac, seed=cfg.seed)
     model = ToyTransformer(cfg.model_config(), seed=cfg.seed)
     train = TrainConfig(steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
                         warmup_steps=cfg.warmup_steps, eval_every=cfg.eval_every, checkpoints="none",
-                        stop_at={"test_acc": 0.99} if stop else {}, device="cpu")
-    return Trainer(model, ModularTask(data), train)
+                        stop_at={"test_acc": 0.99} if stop else {}, device=str(device))
+    return Trainer(model, ModularTask(data, device), train)
 
 
 def main() -> None:
@@ -65,7 +66,9 @@ def main() -> None:
     parser.add_argument("--timing-steps", type=int, default=20, help="steps timed for ms/step")
     parser.add_argument("--max-steps", type=int, default=30_000)
     parser.add_argument("--skip-full-run", action="store_true")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (a GPU when one is present)")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     if args.quick:
         cfg = GrokConfig(p=59, train_frac=0.6, lr=3e-3, eval_every=25)
@@ -73,10 +76,10 @@ def main() -> None:
         cfg = GrokConfig(eval_every=100)
     console = Console()
     console.print(f"config: p={cfg.p} train_frac={cfg.train_frac} d_model={cfg.d_model} d_mlp={cfg.d_mlp} "
-                  f"lr={cfg.lr} wd={cfg.weight_decay}; threads={args.threads}; load avg {os.getloadavg()}")
+                  f"lr={cfg.lr} wd={cfg.weight_decay}; device {device}; threads={args.threads}; load avg {os.getloadavg()}")
 
-    plain = plain_loop_ms(cfg, args.timing_steps)
-    fast_trainer = uncover_trainer(cfg, args.timing_steps + 2, stop=False)
+    plain = plain_loop_ms(cfg, args.timing_steps, device)
+    fast_trainer = uncover_trainer(cfg, args.timing_steps + 2, stop=False, device=device)
     t0 = time.perf_counter()
     fast_trainer.fit()
     fast = 1000 * fast_trainer.seconds / (args.timing_steps + 2)
@@ -89,7 +92,7 @@ def main() -> None:
     if args.skip_full_run:
         return
 
-    trainer = uncover_trainer(cfg, args.max_steps, stop=True)
+    trainer = uncover_trainer(cfg, args.max_steps, stop=True, device=device)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     marks: dict[str, tuple[int, float, float]] = {}
 

@@ -86,3 +86,17 @@ def test_bad_config_is_rejected():
         TrainConfig(checkpoints="sometimes")
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(steps=0)
+
+
+def test_trainer_puts_the_task_on_its_device():
+    """The trainer moves the task's data to the device it trains on (a GPU when present)."""
+    moved = []
+
+    class Recording(ModularTask):
+        def to(self, device):
+            moved.append(torch.device(device))
+            return super().to(device)
+
+    task = Recording(modular_data(11, "add", 0.5, seed=0))
+    trainer = Trainer(_tiny_model(), task, TrainConfig(steps=1, checkpoints="none", device="cpu"))
+    assert moved[-1] == trainer.device and trainer.task.train_tokens.device == trainer.device

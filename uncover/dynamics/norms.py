@@ -76,6 +76,10 @@ class _NormTrackingTask:
     def evaluate(self, model):
         return self.task.evaluate(model)
 
+    def to(self, device):
+        self.task.to(device)
+        return self
+
 
 @dataclass
 class SlingshotResult:

@@ -26,6 +26,10 @@ class ModularTask:
 
     def __init__(self, data: ModularData, device: torch.device | str = "cpu"):
         self.data = data
+        self.to(device)
+
+    def to(self, device: torch.device | str) -> "ModularTask":
+        data = self.data
         self.tokens = data.tokens.to(device)
         self.labels = data.labels.to(device)
         self.clean_labels = data.clean_labels.to(device)
@@ -33,6 +37,7 @@ class ModularTask:
         self.test_idx = data.test_idx.to(device)
         self.corrupt_idx = data.corrupted.nonzero().squeeze(1).to(device)
         self.train_tokens, self.train_labels = self.tokens[self.train_idx], self.labels[self.train_idx]
+        return self
 
     def batch(self, step: int, batch_size: int | None, generator: torch.Generator):
         if batch_size is None or batch_size >= len(self.train_idx):
@@ -75,6 +80,11 @@ class InductionTask:
                  device: torch.device | str = "cpu"):
         self.d_vocab, self.seq_len, self.device = d_vocab, seq_len, torch.device(device)
         self.eval_tokens = repeated_sequences(n_eval, seq_len, d_vocab, seed=seed + 10_000).to(self.device)
+
+    def to(self, device: torch.device | str) -> "InductionTask":
+        self.device = torch.device(device)
+        self.eval_tokens = self.eval_tokens.to(self.device)
+        return self
 
     def batch(self, step: int, batch_size: int | None, generator: torch.Generator) -> torch.Tensor:
         n = batch_size or 64

@@ -37,6 +37,9 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metrics at the current weights (e.g. train/test loss and accuracy), under ``torch.no_grad``."""
 
+    def to(self, device: torch.device) -> "Task":
+        """The task with its data on ``device`` (the trainer's: a GPU when one is present)."""
+
 
 @dataclass
 class TrainConfig:
@@ -116,6 +119,7 @@ class Trainer:
         self.cfg, self.task, self.on_eval, self.progress = cfg, task, on_eval, progress
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
+        self.task = task.to(self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
