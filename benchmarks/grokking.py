@@ -45,7 +45,7 @@ def plain_loop_ms(cfg: GrokConfig, steps: int, device: torch.device) -> float:
         if step % 100 == 0:
             with torch.no_grad():
                 float(F.cross_entropy(model(xt).logits[:, -1], yt))
-        float(loss)  # wait for the device
+        float(loss.detach())  # wait for the device
         times.append(time.perf_counter() - t0)
     return 1000 * sum(times[2:]) / steps  # the first two steps are warm-up
 
