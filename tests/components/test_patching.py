@@ -186,3 +186,21 @@ def test_last_position_logits_give_the_same_patching(tiny_model, pair, arch):
         assert float((full.values - last.values).abs().max()) <= 1e-5
     swept = P.ablation_sweep(model, pair[0], metric, "z", "head", logits_to_keep=1)
     assert float((swept.values - P.ablation_sweep(model, pair[0], metric, "z", "head").values).abs().max()) <= 1e-5
+
+
+def test_path_patching_with_receivers_in_two_layers_matches_the_loop(tiny_model, pair):
+    """Receivers in layers 0 and 2 (a chunk of layer-1 senders must still record the layer-0 receiver)."""
+    model = tiny_model("gemma3")
+    clean, corrupt = pair
+    receivers = [(0, 0), (2, 3)]
+    r = P.path_patching(model, clean, corrupt, metric, receivers, "q", normalize=False, batch_size=12)
+    z = [P.SITES["z"].format(l) for l in range(3)]
+    q = ["blocks.0.attn.hook_q", "blocks.2.attn.hook_q"]
+    _, cc = model.run_with_cache(clean, names=z)
+    _, kc = model.run_with_cache(corrupt, names=z)
+    for sender in [(l, h) for l in range(2) for h in range(model.cfg.n_heads)]:
+        hooks = [(z[l], patch(kc)) for l in range(3)] + [(z[sender[0]], patch(cc, heads=[sender[1]]))]
+        _, recorded = model.run_with_cache(corrupt, names=q, fwd_hooks=hooks)
+        final = [(q[0], patch(recorded, heads=[0])), (q[1], patch(recorded, heads=[3]))]
+        expect = float(metric(model.run_with_hooks(corrupt, final)))
+        assert float(r.values[sender]) == pytest.approx(expect, abs=1e-4), sender

@@ -390,7 +390,8 @@ def path_patching(
     z_names = [SITES["z"].format(l) for l in range(cfg.n_layers)]
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
     src_logits, src_cache = model.run_with_cache(src_t, names=z_names, attention_mask=mask)
-    base_logits, base_cache = model.run_with_cache(base_t, names=z_names, attention_mask=mask)
+    resid_names = [f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)]
+    base_logits, base_cache = model.run_with_cache(base_t, names=z_names + resid_names, attention_mask=mask)
     m_src, m_base = float(metric(src_logits)), float(metric(base_logits))
     senders = [(l, h) for l in range(min(last + (1 if to_logits else 0), cfg.n_layers)) for h in range(cfg.n_heads)]
     senders = [(l, h) for l, h in senders if to_logits or l < last]
@@ -414,8 +415,12 @@ def path_patching(
             return fn
 
         hooks = [(z_names[l], freeze(l)) for l in range(cfg.n_layers)]
+        def start(layer: int) -> dict:  # layers before ``layer`` run exactly as in the base run
+            return {"start_at_layer": layer, "resid_pre": base_cache[resid_names[layer]].repeat(k, 1, 1)}
+
+        first_sender = min(l for l, _ in chunk)
         if to_logits:
-            logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask)
+            logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask, **start(first_sender))
         else:
             recorded: dict[str, Tensor] = {}
             rec_names = sorted({SITES[i].format(l) for l, _ in recv for i in inputs})
@@ -423,7 +428,9 @@ def path_patching(
             def record(t: Tensor, hook) -> None:
                 recorded[hook.name] = t.clone()
 
-            model.run_with_hooks(big, fwd_hooks=hooks + [(r, record) for r in rec_names], attention_mask=big_mask)
+            first_receiver = min(l for l, _ in recv)  # its inputs are recorded in this run
+            model.run_with_hooks(big, fwd_hooks=hooks + [(r, record) for r in rec_names], attention_mask=big_mask,
+                                 **start(min(first_sender, first_receiver)))
 
             def patch_receivers(t: Tensor, hook) -> Tensor:
                 l = hook.layer
@@ -435,7 +442,7 @@ def path_patching(
                 return out
 
             logits = model.run_with_hooks(big, fwd_hooks=[(r, patch_receivers) for r in rec_names],
-                                          attention_mask=big_mask)
+                                          attention_mask=big_mask, **start(first_receiver))
         for slot, (sl, sh) in enumerate(chunk):
             values[sl, sh] = float(metric(logits[slot * n: (slot + 1) * n]))
     m_clean, m_corrupt = (m_src, m_base) if denoise else (m_base, m_src)
