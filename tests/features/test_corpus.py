@@ -50,3 +50,14 @@ def test_corpus_tokens_are_distinct_seeded_windows_of_the_stream(smollm, tmp_pat
         corpus_tokens(smollm, 10_000, 16, source=tmp_path / "t.txt")
     with pytest.raises(UncoverError, match="seq_len"):
         corpus_tokens(smollm, 1, 1)
+
+
+@pytest.mark.parametrize("bundled", ["smollm", "gemma"])
+def test_the_full_report_sae_fits_the_built_in_corpus(bundled, request):
+    """`uncover report --full` asks the corpus for n_train + n_eval windows of 128 tokens."""
+    from uncover.features.report import SAE_SIZES
+
+    model = request.getfixturevalue(bundled)
+    size = SAE_SIZES["full"]
+    tokens = corpus_tokens(model, size["n_train"] + size["n_eval"], 128)
+    assert tokens.shape == (size["n_train"] + size["n_eval"], 128)
