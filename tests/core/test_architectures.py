@@ -158,3 +158,25 @@ def test_start_at_layer_bad_input(tiny_model):
         model(TOKENS, start_at_layer=1, resid_pre=torch.zeros(2, 12, model.cfg.d_model + 1))
     with pytest.raises(UncoverError, match="out of range"):
         model(TOKENS, start_at_layer=99, resid_pre=torch.zeros(2, 12, model.cfg.d_model))
+
+
+def test_start_at_layer_restores_a_wrapped_forward(tiny_model):
+    """A layer whose forward is already wrapped on the instance (as accelerate does) gets that wrapper back."""
+    model = tiny_model("llama")
+    layer = model.adapter.layers(model.hf)[0]
+    calls = []
+    original = layer.forward
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    layer.forward = wrapped
+    try:
+        _, cache = model.run_with_cache(TOKENS, names=["blocks.1.hook_resid_pre"])
+        model(TOKENS, start_at_layer=1, resid_pre=cache["blocks.1.hook_resid_pre"])
+        assert layer.__dict__["forward"] is wrapped
+        model(TOKENS)
+        assert len(calls) == 2  # the cached run and the last one; the skipped layer did not call it
+    finally:
+        del layer.forward

@@ -199,17 +199,17 @@ def run_variants(
     axis: int | None,
     variants: Sequence[tuple[int, int | None]],
     source: Callable[[int], Tensor],
+    resid_pre: Callable[[int], Tensor],
     batch_size: int = 64,
     progress: Callable[[Iterable], Iterable] | None = None,
-    resid_pre: Callable[[int], Tensor] | None = None,
     logits_to_keep: int = 0,
 ) -> Tensor:
     """The metric of each variant run [len(variants)]: ``tokens`` with one site index replaced per variant.
 
     A variant (layer, j) replaces index j along ``axis`` (everything when j is None) of that layer's
     ``site`` activation by ``source(layer)`` [n, ...]. Up to ``batch_size`` rows (prompts x variants)
-    run in one forward. resid_pre(layer): the unpatched run's ``hook_resid_pre`` [n, pos, d_model]; when
-    given, each forward starts at its earliest patched layer. logits_to_keep: see ``Model.__call__``.
+    run in one forward, starting at its earliest patched layer from resid_pre(layer), the unpatched
+    run's ``hook_resid_pre`` [n, pos, d_model] (see ``_base_run``). logits_to_keep: see ``Model.__call__``.
     """
     n = tokens.shape[0]
     per_forward = max(1, batch_size // n)
@@ -221,12 +221,9 @@ def run_variants(
         k = len(chunk)
         big = tokens.repeat(k, 1)
         big_mask = None if attention_mask is None else attention_mask.repeat(k, 1)
-        start = {}
-        if resid_pre is not None:
-            first = min(layer for layer, _ in chunk)
-            start = {"start_at_layer": first, "resid_pre": resid_pre(first).repeat(k, 1, 1)}
+        first = min(layer for layer, _ in chunk)
         logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask, logits_to_keep=logits_to_keep,
-                                      **start)
+                                      start_at_layer=first, resid_pre=resid_pre(first).repeat(k, 1, 1))
         out += [float(metric(logits[s * n: (s + 1) * n])) for s in range(k)]
     return torch.tensor(out)
 
@@ -301,7 +298,7 @@ def activation_patching(
     if unknown:
         raise UncoverError(f"only= entries {unknown[:3]} are not (layer, index) pairs of this {site} by {by} grid.")
     measured = run_variants(model, base_t, mask, metric, site, _variant_axis(site, by), variants,
-                            lambda l: src_cache[names[l]], batch_size, progress, base_resid, logits_to_keep)
+                            lambda l: src_cache[names[l]], base_resid, batch_size, progress, logits_to_keep)
     values = torch.full((len(grid),), float("nan"))
     values[[grid.index(v) for v in variants]] = measured
     values = values.reshape(_shape(model, by, site, clean_t.shape[1]))
@@ -513,8 +510,8 @@ def ablation_sweep(
         logits, resid = _base_run(model, tokens, mask, logits_to_keep)
     m = float(metric(logits))
     variants = _grid(model, site, by, tokens.shape[1])
-    values = run_variants(model, tokens, mask, metric, site, _variant_axis(site, by), variants, source,
-                          batch_size, progress, resid, logits_to_keep)
+    values = run_variants(model, tokens, mask, metric, site, _variant_axis(site, by), variants, source, resid,
+                          batch_size, progress, logits_to_keep)
     values = values.reshape(_shape(model, by, site, tokens.shape[1]))
     return PatchResult(values, site, by, "ablation", kind, False, m, float("nan"), {"kind": kind})
 

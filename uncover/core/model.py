@@ -215,14 +215,20 @@ class Model:
             return ((x,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 
         handle = layers[layer].register_forward_pre_hook(feed, prepend=True, with_kwargs=True)
+        # An instance attribute shadows the class's forward; keep any instance forward already there
+        # (accelerate's offloading wraps modules that way) and put it back afterwards.
+        previous = [skipped.__dict__.get("forward") for skipped in layers[:layer]]
         for skipped in layers[:layer]:
-            skipped.forward = passthrough  # an instance attribute shadows the class's forward
+            skipped.forward = passthrough
         try:
             yield
         finally:
             handle.remove()
-            for skipped in layers[:layer]:
-                del skipped.forward
+            for skipped, before in zip(layers[:layer], previous):
+                if before is None:
+                    del skipped.forward
+                else:
+                    skipped.forward = before
 
     @contextmanager
     def hooks(self, fwd_hooks: Iterable[tuple[str, Fn]], force_write: bool = False) -> Iterator["Model"]:

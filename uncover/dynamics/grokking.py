@@ -22,7 +22,7 @@ from uncover.dynamics.progress import (Phases, detect_phases, excluded_loss, fou
                                        frequency_norms, gini, logit_key_frequencies, neuron_frequencies,
                                        restricted_loss, weight_norms)
 from uncover.dynamics.tasks import ModularTask
-from uncover.dynamics.trainer import TrainConfig, Trainer, resolve_device
+from uncover.dynamics.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -155,7 +155,7 @@ def run_grokking(cfg: GrokConfig, out_dir: str | Path | None = None, progress: b
         if step % cfg.measure_every == 0:
             snapshots[step] = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
-    task = ModularTask(data, device=resolve_device(cfg.device))
+    task = ModularTask(data)  # the trainer moves it to its device
     trainer = Trainer(model, task, train_cfg, out_dir=out_dir, on_eval=snapshot, progress=progress)
     result = trainer.fit()
     final = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
