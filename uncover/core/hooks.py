@@ -1,6 +1,6 @@
 """Hook sites: where a standard hook name lives on a Hugging Face module, and how to read/write it.
 
-A ``Site`` says which module to hook, whether the activation is the module's output ("out") or its first
+A ``HookSite`` says which module to hook, whether the activation is the module's output ("out") or its first
 input ("in"), and two small functions: ``read(raw) -> standard tensor`` and ``write(raw, tensor) -> raw``.
 Everything above this file (cache, interventions, gradients) only sees standard tensors.
 """
@@ -22,7 +22,7 @@ def _replace_first(raw: Any, t: torch.Tensor) -> Any:
 
 
 @dataclass
-class Site:
+class HookSite:
     module: nn.Module
     kind: str  # "out": module output; "in": the module's first input
     read: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
@@ -63,7 +63,7 @@ def _apply(fns: list[Fn], t: torch.Tensor, point: HookPoint) -> torch.Tensor:
     return t
 
 
-def attach(site: Site, point: HookPoint, fns: list[Fn], force_write: bool = False) -> list[Any]:
+def attach(site: HookSite, point: HookPoint, fns: list[Fn], force_write: bool = False) -> list[Any]:
     """Register torch hooks that run ``fns`` at ``site``; returns the handles to remove.
 
     force_write: write the read tensor back even when unchanged, so it lies on the autograd path

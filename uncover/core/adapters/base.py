@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
 @dataclass(frozen=True)
@@ -110,41 +110,41 @@ class Adapter:
         )
 
     # ---- hook sites ---------------------------------------------------------------------------
-    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
+    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
         a = layer.self_attn
         split = lambda t: _split_heads(t, cfg.d_head)  # noqa: E731
         write = lambda raw, t: _merge_heads(t)  # noqa: E731
         return {
-            "q": Site(a.q_proj, "out", split, write),
-            "k": Site(a.k_proj, "out", split, write),
-            "v": Site(a.v_proj, "out", split, write),
+            "q": HookSite(a.q_proj, "out", split, write),
+            "k": HookSite(a.k_proj, "out", split, write),
+            "v": HookSite(a.v_proj, "out", split, write),
         }
 
-    def mlp_pre_site(self, layer: nn.Module, cfg: ModelConfig) -> Site:
-        return Site(self.mlp_pre_module(layer), "out")
+    def mlp_pre_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
+        return HookSite(self.mlp_pre_module(layer), "out")
 
-    def sites(self, hf: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
-        sites = {"hook_embed": Site(self.embed(hf), "out")}
+    def sites(self, hf: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
+        sites = {"hook_embed": HookSite(self.embed(hf), "out")}
         sites.update(self.extra_embed_sites(hf))
         split = lambda t: _split_heads(t, cfg.d_head)  # noqa: E731
         for l, layer in enumerate(self.layers(hf)):
             p = f"blocks.{l}."
-            sites[p + "hook_resid_pre"] = Site(layer, "in")
+            sites[p + "hook_resid_pre"] = HookSite(layer, "in")
             if not cfg.parallel:
-                sites[p + "hook_resid_mid"] = Site(self.mlp_norm(layer), "in", compensate=layer)
-            sites[p + "hook_resid_post"] = Site(layer, "out")
-            sites[p + "hook_attn_out"] = Site(self.attn_out_module(layer), "out")
-            sites[p + "hook_mlp_out"] = Site(self.mlp_out_module(layer), "out")
+                sites[p + "hook_resid_mid"] = HookSite(self.mlp_norm(layer), "in", compensate=layer)
+            sites[p + "hook_resid_post"] = HookSite(layer, "out")
+            sites[p + "hook_attn_out"] = HookSite(self.attn_out_module(layer), "out")
+            sites[p + "hook_mlp_out"] = HookSite(self.mlp_out_module(layer), "out")
             for k, site in self.qkv_sites(layer, cfg).items():
                 sites[p + f"attn.hook_{k}"] = site
-            sites[p + "attn.hook_z"] = Site(self.o_proj(layer), "in", split, lambda raw, t: _merge_heads(t))
-            sites[p + "attn.hook_pattern"] = Site(self.attn(layer), "pattern", pattern_layer=l)
+            sites[p + "attn.hook_z"] = HookSite(self.o_proj(layer), "in", split, lambda raw, t: _merge_heads(t))
+            sites[p + "attn.hook_pattern"] = HookSite(self.attn(layer), "pattern", pattern_layer=l)
             sites[p + "mlp.hook_pre"] = self.mlp_pre_site(layer, cfg)
-            sites[p + "mlp.hook_post"] = Site(self.mlp_down(layer), "in")
-        sites["ln_final.hook_normalized"] = Site(self.final_norm(hf), "out")
+            sites[p + "mlp.hook_post"] = HookSite(self.mlp_down(layer), "in")
+        sites["ln_final.hook_normalized"] = HookSite(self.final_norm(hf), "out")
         return sites
 
-    def extra_embed_sites(self, hf: nn.Module) -> dict[str, Site]:
+    def extra_embed_sites(self, hf: nn.Module) -> dict[str, HookSite]:
         return {}
 
     # ---- weights ------------------------------------------------------------------------------

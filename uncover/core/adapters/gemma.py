@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig, _merge_heads, _split_heads
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
 class GemmaAdapter(Adapter):
@@ -36,12 +36,12 @@ class Gemma3Adapter(Gemma2Adapter):
     name = "gemma3"
     model_types = ("gemma3_text", "gemma3")
 
-    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
+    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
         a = layer.self_attn
         # q_norm / k_norm see [batch, head, pos, d_head]; the standard layout is [batch, pos, head, d_head]
         swap = lambda t: t.transpose(1, 2)  # noqa: E731
         return {
-            "q": Site(a.q_norm, "out", swap, lambda raw, t: t.transpose(1, 2)),
-            "k": Site(a.k_norm, "out", swap, lambda raw, t: t.transpose(1, 2)),
-            "v": Site(a.v_proj, "out", lambda t: _split_heads(t, cfg.d_head), lambda raw, t: _merge_heads(t)),
+            "q": HookSite(a.q_norm, "out", swap, lambda raw, t: t.transpose(1, 2)),
+            "k": HookSite(a.k_norm, "out", swap, lambda raw, t: t.transpose(1, 2)),
+            "v": HookSite(a.v_proj, "out", lambda t: _split_heads(t, cfg.d_head), lambda raw, t: _merge_heads(t)),
         }

@@ -5,17 +5,17 @@ import torch
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig, _merge_heads, _split_heads
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
-def _fused_site(module: nn.Module, which: int, d_model: int, d_head: int) -> Site:
+def _fused_site(module: nn.Module, which: int, d_model: int, d_head: int) -> HookSite:
     """Head-split view of the q (0), k (1) or v (2) third of a fused [q | k | v] projection output."""
     start, stop = which * d_model, (which + 1) * d_model
 
     def write(raw: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.cat([raw[..., :start], _merge_heads(t), raw[..., stop:]], dim=-1)
 
-    return Site(module, "out", lambda raw: _split_heads(raw[..., start:stop], d_head), write)
+    return HookSite(module, "out", lambda raw: _split_heads(raw[..., start:stop], d_head), write)
 
 
 class GPT2Adapter(Adapter):
@@ -64,7 +64,7 @@ class GPT2Adapter(Adapter):
         )
 
     def extra_embed_sites(self, hf):
-        return {"hook_pos_embed": Site(hf.transformer.wpe, "out")}
+        return {"hook_pos_embed": HookSite(hf.transformer.wpe, "out")}
 
     def qkv_sites(self, layer, cfg):
         return {k: _fused_site(layer.attn.c_attn, i, cfg.d_model, cfg.d_head) for i, k in enumerate("qkv")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig, _merge_heads, _split_heads
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
 class LlamaAdapter(Adapter):
@@ -18,10 +18,10 @@ class Qwen3Adapter(Adapter):
     name = "qwen3"
     model_types = ("qwen3",)
 
-    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
+    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
         a = layer.self_attn
         return {
-            "q": Site(a.q_norm, "out"),
-            "k": Site(a.k_norm, "out"),
-            "v": Site(a.v_proj, "out", lambda t: _split_heads(t, cfg.d_head), lambda raw, t: _merge_heads(t)),
+            "q": HookSite(a.q_norm, "out"),
+            "k": HookSite(a.k_norm, "out"),
+            "v": HookSite(a.v_proj, "out", lambda t: _split_heads(t, cfg.d_head), lambda raw, t: _merge_heads(t)),
         }

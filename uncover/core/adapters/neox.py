@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
-def _neox_site(module: nn.Module, which: int, n_heads: int, d_head: int) -> Site:
+def _neox_site(module: nn.Module, which: int, n_heads: int, d_head: int) -> HookSite:
     def read(raw: torch.Tensor) -> torch.Tensor:
         return raw.view(*raw.shape[:-1], n_heads, 3 * d_head)[..., which * d_head : (which + 1) * d_head]
 
@@ -18,7 +18,7 @@ def _neox_site(module: nn.Module, which: int, n_heads: int, d_head: int) -> Site
         parts[which] = t
         return torch.stack(parts, dim=-2).reshape(raw.shape)
 
-    return Site(module, "out", read, write)
+    return HookSite(module, "out", read, write)
 
 
 class NeoXAdapter(Adapter):

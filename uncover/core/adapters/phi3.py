@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig, _merge_heads, _split_heads
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
-def _slice_site(module: nn.Module, start: int, stop: int, d_head: int | None) -> Site:
+def _slice_site(module: nn.Module, start: int, stop: int, d_head: int | None) -> HookSite:
     """A site that is columns [start:stop) of a fused projection's output, optionally split into heads."""
 
     def read(raw: torch.Tensor) -> torch.Tensor:
@@ -19,14 +19,14 @@ def _slice_site(module: nn.Module, start: int, stop: int, d_head: int | None) ->
         t = _merge_heads(t) if d_head else t
         return torch.cat([raw[..., :start], t, raw[..., stop:]], dim=-1)
 
-    return Site(module, "out", read, write)
+    return HookSite(module, "out", read, write)
 
 
 class Phi3Adapter(Adapter):
     name = "phi3"
     model_types = ("phi3",)
 
-    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
+    def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
         proj = layer.self_attn.qkv_proj
         q, kv = cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head
         return {
@@ -38,7 +38,7 @@ class Phi3Adapter(Adapter):
     def mlp_pre_module(self, layer: nn.Module) -> nn.Module:
         return layer.mlp.gate_up_proj
 
-    def mlp_pre_site(self, layer: nn.Module, cfg: ModelConfig) -> Site:
+    def mlp_pre_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
         return _slice_site(layer.mlp.gate_up_proj, 0, cfg.d_mlp, None)
 
     def _qkv_weight(self, layer: nn.Module, cfg: ModelConfig, which: int) -> torch.Tensor:

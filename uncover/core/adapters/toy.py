@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from uncover.core.adapters.base import Adapter, ModelConfig
-from uncover.core.hooks import Site
+from uncover.core.hooks import HookSite
 
 
 class ToyAdapter(Adapter):
@@ -50,8 +50,8 @@ class ToyAdapter(Adapter):
             architecture=self.name,
         )
 
-    def sites(self, hf: nn.Module, cfg: ModelConfig) -> dict[str, Site]:
-        sites = {"hook_embed": Site(hf.hook_embed, "out"), "hook_pos_embed": Site(hf.hook_pos_embed, "out")}
+    def sites(self, hf: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
+        sites = {"hook_embed": HookSite(hf.hook_embed, "out"), "hook_pos_embed": HookSite(hf.hook_pos_embed, "out")}
         for l, block in enumerate(hf.blocks):
             p = f"blocks.{l}."
             names = ["hook_resid_pre", "hook_attn_out"]
@@ -60,9 +60,9 @@ class ToyAdapter(Adapter):
             names += [f"attn.hook_{k}" for k in ("q", "k", "v", "pattern", "z")]
             names += ["mlp.hook_pre", "mlp.hook_post"] if block.mlp is not None else []
             for name in names:
-                sites[p + name] = Site(block.get_submodule(name), "out")
+                sites[p + name] = HookSite(block.get_submodule(name), "out")
         if isinstance(hf.ln_final, nn.LayerNorm):
-            sites["ln_final.hook_normalized"] = Site(hf.ln_final, "out")
+            sites["ln_final.hook_normalized"] = HookSite(hf.ln_final, "out")
         return sites
 
     # weights: the toy model stores attention per head already
