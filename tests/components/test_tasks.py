@@ -73,3 +73,40 @@ def test_errors_name_the_fix(smollm):
         T.make_task(smollm, "sorting")
     with pytest.raises(UncoverError, match="differ in token length"):
         T.tokenize_pairs(smollm, ["one two"], ["one two three"])
+
+
+class _Tokenizer:
+    """Splits on spaces; raises on a word it has no rule for (a tokenizer bug, not a multi-token word)."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def __call__(self, text, add_special_tokens=False):
+        if "%" in text:
+            raise RuntimeError("tokenizer bug")
+        return {"input_ids": [self.vocab[w] for w in text.split()]}
+
+    def decode(self, ids):
+        return " ".join(k for k, v in self.vocab.items() if v in ids)
+
+
+class _Model:
+    name = "fake"
+
+    def __init__(self):
+        self.tokenizer = _Tokenizer({"a": 1, "b": 2, "c": 3})
+
+
+def test_single_token_catches_only_the_multi_token_condition():
+    model = _Model()
+    assert T.single_token(model, "b") == 2
+    with pytest.raises(UncoverError, match=r"not a single token .* splits into \['a', 'b'\]"):
+        T.single_token(model, "a b", "name")
+    with pytest.raises(RuntimeError, match="tokenizer bug"):  # not disguised as "not a single token"
+        T.single_token(model, "%")
+    assert T.single_token_pool(model, ["a", "a b", "c"], 2, "name") == ["a", "c"]
+    with pytest.raises(RuntimeError, match="tokenizer bug"):
+        T.single_token_pool(model, ["a", "%"], 1, "name")
+    model.tokenizer = None
+    with pytest.raises(UncoverError, match="no tokenizer"):
+        T.single_token(model, "a")

@@ -91,27 +91,29 @@ class Task:
                    t.get("attention_mask"), meta["clean_prompts"], meta["corrupt_prompts"], meta["info"])
 
 
+def _token_ids(model: "Model", text: str) -> list[int]:
+    """The ids of ``text`` without special tokens (BOS); a model without a tokenizer is a clear error.
+    Only their count decides "single token": anything the tokenizer itself raises propagates."""
+    if model.tokenizer is None:
+        raise UncoverError(f"{model.name} has no tokenizer; pass tokenizer=... to uc.load to build tasks from text")
+    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def single_token(model: "Model", text: str, what: str = "word") -> int:
     """The id of ``text`` as one token for this model, or a clear error saying which text is not."""
-    try:
-        return model.to_single_token(text)
-    except Exception as e:
-        pieces = model.to_str_tokens(text)
+    ids = _token_ids(model, text)
+    if len(ids) != 1:
+        pieces = [model.tokenizer.decode([i]) for i in ids]
         raise UncoverError(
             f"The {what} {text!r} is not a single token for {model.name} (it splits into {pieces}); "
             f"choose {what}s that are one token for this model."
-        ) from e
+        )
+    return ids[0]
 
 
 def single_token_pool(model: "Model", words: Sequence[str], need: int, what: str) -> list[str]:
     """The words (given with their leading space) that are one token for the model; at least ``need``."""
-    keep = []
-    for w in words:
-        try:
-            model.to_single_token(w)
-            keep.append(w)
-        except Exception:
-            continue
+    keep = [w for w in words if len(_token_ids(model, w)) == 1]
     if len(keep) < need:
         raise UncoverError(
             f"Only {len(keep)} of the {len(words)} built-in {what}s are single tokens for {model.name}, "
