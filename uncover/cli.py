@@ -89,11 +89,17 @@ def report(
     only: Optional[list[str]] = typer.Option(None, help="only these section keys (repeatable)"),
     no_cache: bool = typer.Option(False, help="recompute every section"),
 ) -> None:
-    """The main job: a self-contained HTML report of how MODEL works."""
+    """The main job: a self-contained HTML report of how MODEL works (exit code 1 if a section failed)."""
     from uncover.report.build import build_report
 
-    path = build_report(model, out, full=full, only=only, use_cache=not no_cache)
-    console.print(f"report written to {path}")
+    built = build_report(model, out, full=full, only=only, use_cache=not no_cache)
+    if built.ok:
+        console.print(f"report written to {built.path}")
+        return
+    console.print(f"report written to {built.path}, but {len(built.failed)} section(s) failed:", highlight=False)
+    for key, title, error in built.failed:
+        console.print(f"  [red]failed[/red] {key} ({title}): {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _register_areas() -> None:
@@ -113,7 +119,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     _register_areas()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
     except UncoverError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         sys.exit(1)
@@ -129,6 +135,8 @@ def main() -> None:
             sys.exit(e.exit_code)
         console.print(f"[red]error:[/red] {type(e).__name__}: {e}", highlight=False)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def test_report_overview_cache_and_failure(tmp_path, smollm, monkeypatch):
     monkeypatch.setitem(sys.modules, "boom_section", type(sys)("boom_section"))
     sys.modules["boom_section"].SECTION = Boom()
     monkeypatch.setattr(build, "SECTIONS", ["uncover.report.overview:SECTION", "boom_section:SECTION"])
-    index = build.build_report("smollm2-135m", tmp_path)
-    page = index.read_text()
+    built = build.build_report("smollm2-135m", tmp_path)
+    page = built.path.read_text()
+    assert built.failed == [("boom", "A section that fails", "RuntimeError: measured nothing")]
     assert "Paris" in page and "Plotly.newPlot" in page
     assert "measured nothing" in page and "(failed)" in page, "a failing section is shown, not fatal"
     cached = list((tmp_path / ".cache").glob("overview-*.json"))
@@ -61,3 +62,49 @@ def test_report_overview_cache_and_failure(tmp_path, smollm, monkeypatch):
     # a re-run loads the cached data instead of recomputing
     monkeypatch.setattr(ov.Overview, "compute", lambda *a: pytest.fail("should have used the cache"))
     build.build_report("smollm2-135m", tmp_path)
+
+
+class Fine:
+    key, title, version = "fine", "A section that works", "1"
+
+    def compute(self, model, ctx):
+        return {"n_layers": model.cfg.n_layers}
+
+    def render(self, data):
+        return f"<p>{data['n_layers']} layers</p>"
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    from tests.conftest import tiny_hf
+    from tests.editing.conftest import word_tokenizer
+
+    tiny_hf("llama").save_pretrained(tmp_path / "tiny")
+    word_tokenizer().save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+@pytest.mark.parametrize("failing", [True, False])
+def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, monkeypatch, capsys, failing):
+    import uncover.cli as cli
+
+    module = type(sys)("two_sections")
+    module.BOOM, module.FINE = Boom(), Fine()
+    monkeypatch.setitem(sys.modules, "two_sections", module)
+    monkeypatch.setattr(build, "SECTIONS", ["two_sections:FINE"] + (["two_sections:BOOM"] if failing else []))
+    monkeypatch.setattr(cli, "AREAS", [])  # only the report command is needed
+    monkeypatch.setattr(sys, "argv", ["uncover", "report", str(tiny_dir), "--out", str(tmp_path / "out")])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code
+    out = " ".join(capsys.readouterr().out.split())
+    page = (tmp_path / "out" / "index.html").read_text()  # the page is written either way
+    assert "3 layers" in page
+    if failing:
+        assert code == 1
+        assert "1 section(s) failed" in out and "boom (A section that fails): RuntimeError: measured nothing" in out
+        assert "measured nothing" in page
+    else:
+        assert code == 0 and "failed" not in out and f"report written to {tmp_path / 'out' / 'index.html'}" in out

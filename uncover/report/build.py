@@ -2,7 +2,9 @@
 
 Each section's compute() output is cached as JSON under ``<out>/.cache/<section>-<key>.json``; the key
 hashes the model name, the section's version and the run options, so a re-run only recomputes what
-changed. A section that raises is shown in the page as a failure with its error, and the rest go on.
+changed. A section that raises is shown in the page as a failure with its error, and the rest go on;
+``build_report`` returns the page's path with the failed sections and their one-line errors, so the
+``report`` command can exit non-zero after writing the page.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import os
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,23 @@ def _cache_key(model_name: str, section: Section, ctx: ReportContext) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+@dataclass
+class BuiltReport:
+    """The written page and the sections that failed, as (key, title, one-line error)."""
+
+    path: Path
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _one_line(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -65,8 +85,9 @@ def build_report(
     only: list[str] | None = None,
     use_cache: bool = True,
     seed: int = 0,
-) -> Path:
-    """Compute every section for ``model_name`` and write ``out_dir/index.html``; returns its path."""
+) -> BuiltReport:
+    """Compute every section for ``model_name`` and write ``out_dir/index.html``; returns its path and
+    the sections that failed (each is also shown in the page with its traceback)."""
     from uncover.core.loading import load
 
     out = Path(out_dir)
@@ -75,6 +96,7 @@ def build_report(
     model = load(model_name)
     sections = load_sections(only)
     parts: list[tuple[Section, str, float, bool]] = []
+    failed: list[tuple[str, str, str]] = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     ) as bar:
@@ -102,14 +124,15 @@ def build_report(
                     _write_json_atomic(path, data)
                 body = section.render(data)
                 ok = True
-            except Exception:  # a failing section is reported, not fatal
+            except Exception as e:  # a failing section is reported (page and exit code), not fatal
                 body = "<pre class='error'>" + H.escape(traceback.format_exc()) + "</pre>"
                 ok = False
+                failed.append((section.key, section.title, _one_line(e)))
             parts.append((section, body, time.time() - t0, ok))
             bar.advance(overall)
     index = out / "index.html"
     index.write_text(_page(model, parts, full))
-    return index
+    return BuiltReport(index, failed)
 
 
 def _page(model, parts, full: bool) -> str:
