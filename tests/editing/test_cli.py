@@ -57,12 +57,24 @@ def test_edit_command_reports_scores_and_saves_a_rank_one_edit(app, tiny_dir, tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "efficacy" in text and "restored bit for bit" in text
+    assert "efficacy" in text and "Restored: all 30 weight tensors are bit for bit what they were" in text
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["layers"] == [1] and len(scores["paraphrases"]) == 3
     assert set(scores["after"]) >= {"rewrite", "paraphrase", "neighbourhood"}
     edit = WeightEdit.load(tmp_path / "edit")
     assert torch.linalg.matrix_rank(edit.deltas[1], rtol=1e-4) == 1  # float32 storage
+
+
+def test_edit_command_says_so_when_the_weights_were_not_restored(app, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNCOVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(WeightEdit, "restore", lambda self, model: None)  # a restore that restores nothing
+    args = ["edit", str(tiny_dir), "--subject", "France", "--prompt", "The capital of {} is", "--target", " Rome",
+            "--layer", "1", "--cov-tokens", "256", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "1 of 30 weight tensors differ from before the edit: model.layers.1.mlp.down_proj.weight" in text
+    assert "bit for bit" not in text
 
 
 def test_edit_command_rejects_a_prompt_without_placeholder(app, tiny_dir):

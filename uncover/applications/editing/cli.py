@@ -21,6 +21,20 @@ def _progress(items, description: str = "working", total=None):
     return track(items, description=description, total=total, console=console)
 
 
+def _digests(model) -> dict[str, str]:
+    """SHA-256 of every parameter's bytes, by name: compares weights bit for bit without a second copy."""
+    import hashlib
+
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for name, p in model.hf.named_parameters():
+            raw = p.detach().cpu().contiguous().view(torch.uint8).numpy()
+            out[name] = hashlib.sha256(raw.tobytes()).hexdigest()
+    return out
+
+
 def trace_command(
     model: str = typer.Argument(..., help="bundled name, HF id, local dir or .gguf"),
     prompt: str = typer.Argument(..., help="prompt that recalls a fact, e.g. 'The Eiffel Tower is located in the city of'"),
@@ -108,6 +122,7 @@ def edit_command(
     before = score_records(m, [record], generate=False)[0]
     gen_prompts = record.generation_prompts
     gens_before = m.generate(gen_prompts, max_new_tokens=25)
+    weights_before = _digests(m)
     with console.status(f"computing the {method.upper()} edit ..."):
         if method == "rome":
             edit = rome(m, request, RomeConfig(layer=layer, cov_tokens=cov_tokens))
@@ -132,8 +147,14 @@ def edit_command(
     for k, label in labels.items():
         scores.add_row(label, f"{100 * before[k]:.0f}%", f"{100 * after[k]:.0f}%")
     console.print(scores)
-    console.print(f"{len(paraphrases)} paraphrases, {len(neighbours)} neighbourhood prompts; "
-                  "the model's weights were restored bit for bit")
+    changed = [n for n, d in _digests(m).items() if weights_before.get(n) != d]
+    console.print(f"{len(paraphrases)} paraphrases, {len(neighbours)} neighbourhood prompts.")
+    if changed:
+        console.print(f"[red]warning:[/red] after restoring, {len(changed)} of {len(weights_before)} weight tensors "
+                      f"differ from before the edit: {', '.join(changed[:5])}", highlight=False)
+    else:
+        console.print(f"Restored: all {len(weights_before)} weight tensors are bit for bit what they were before "
+                      "the edit (SHA-256 of their bytes compared).")
     out.mkdir(parents=True, exist_ok=True)
     edit.save(out / "edit")
     (out / "scores.json").write_text(json.dumps({
@@ -141,6 +162,8 @@ def edit_command(
         "after": after, "generations_before": gens_before, "generations_after": gens_after,
         "layers": sorted(edit.deltas), "neighbours": neighbours, "paraphrases": paraphrases}, indent=1))
     console.print(f"edit saved to {out / 'edit.safetensors'}; scores to {out / 'scores.json'}")
+    if changed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
