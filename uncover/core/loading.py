@@ -73,8 +73,12 @@ def load(
 def _load_pretrained(path: str) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from uncover.core.pruned import pruned_class, pruned_layout
+
+    layout = pruned_layout(path)  # a model saved by uncover's pruning: its family's class at its own sizes
+    cls = AutoModelForCausalLM if layout is None else pruned_class(layout["base"])
     try:
-        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        hf = cls.from_pretrained(path, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise UncoverError(f"could not load '{path}' ({e}). Is it a local model directory or a reachable hub id?")
