@@ -102,6 +102,29 @@ def report(
     raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument("smollm2-135m"),
+    sae: Optional[list[Path]] = typer.Option(None, help="SAE folder in SAELens format, or a folder of them (repeatable)"),
+    direction: Optional[list[Path]] = typer.Option(None, help="saved Direction folder(s) for steering (repeatable)"),
+    circuit: Optional[list[Path]] = typer.Option(None, help="circuit graph .json file or folder (repeatable)"),
+    corpus: Optional[Path] = typer.Option(None, help="text corpus for feature pages (default: the offline corpus)"),
+    port: int = typer.Option(8765, help="port (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback exposes the model"),
+    allow_host: Optional[list[str]] = typer.Option(None, help="extra Host header names to accept (repeatable)"),
+    max_tokens: Optional[int] = typer.Option(None, help="longest prompt in tokens (default: fits the lens in ~1 GiB)"),
+) -> None:
+    """A local web explorer of MODEL's internals; prints a URL with a per-launch token."""
+    from uncover.explorer.server import serve as run_server
+    from uncover.explorer.session import Explorer, Limits
+
+    m = load_model(model)
+    with console.status("preparing the explorer ..."):
+        explorer = Explorer(m, sae or [], direction or [], circuit or [], corpus, Limits.for_model(m, max_tokens))
+        explorer.run("Hello")  # warm up the first forward
+    run_server(explorer, host, port, allow_host or [], echo=lambda s: console.print(s, highlight=False, soft_wrap=True))
+
+
 def _register_areas() -> None:
     for module_name in AREAS:
         try:
