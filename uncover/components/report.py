@@ -13,8 +13,20 @@ from typing import Any
 
 import torch
 
+from uncover.report import claims as C
 from uncover.report import html as H
 from uncover.report.section import ReportContext
+
+# cut-offs of the findings' wording (uncover.report.claims); each is printed with its claim
+INDUCTION_HEAD = C.Threshold("induction_head", 0.3, "induction score")  # mean attention to the token after the copy
+LOSS_CHANGE = C.Threshold("loss_change", 0.05, "loss change", "nats")
+LOSS_MARGIN = C.Threshold("loss_margin", 0.05, "change minus the largest random change", "nats")
+AGREE = C.Threshold("agree", 0.7, "Pearson r")
+DLA_SUM = C.Threshold("dla_sum", 0.01, "|sum - logit difference|", "nats")
+LENS_EQUAL = C.Threshold("lens_equal", 1e-3, "max |difference|")
+KNOCKOUT_DROP = C.Threshold("knockout_drop", 5, "change", "%")
+RESTORED = C.Threshold("restored", 0.1, "estimated restored share")
+ENRICHED_RANK = 100  # "enters the lens's top 100": the attribute's median rank below this
 
 SIZES = {
     "quick": {"seqs": 2, "half_len": 40, "check_heads": 12, "ioi": 8, "facts": 8, "fact_pool": 60, "stride": 2},
@@ -124,7 +136,6 @@ class ComponentsSection:
             fig = plots.head_heatmap(data["scores"][kind], title, "score", data["top"][kind], diverging=kind == "copying")
             parts.append(H.plotly_figure(fig, f"Top heads circled: {_heads(data['top'][kind])}."))
         ab = data["ablation"]
-        rnd = sum(ab["random"]) / len(ab["random"])
         io = data["ioi"]
         parts.append(H.plotly_figure(
             plots.head_heatmap(io["attribution"], "IOI: attribution patching of each head's output (clean into corrupted)",
@@ -154,37 +165,71 @@ class ComponentsSection:
                                        "last position": [r + 1 for r in en["last_rank"]]},
                         "Subject enrichment: the attribute's rank under the logit lens (median over facts)",
                         "layer", "rank of the attribute (1 = top)", log_y=True)))
-        worst = {t: min(zip(v, kn["centres"])) for t, v in zip(kn["targets"], kn["values"])}
-        top_ind = ", ".join(f"L{l}H{h}" for l, h in ab["top_heads"])
-        found = [
-            f"Induction heads: {_heads(data['top']['induction'])} attend to the token after the earlier copy "
-            f"(mean attention shown).",
-            f"Zero-ablating the top 3 induction heads ({top_ind}) raises the loss on the repeated half of random "
-            f"sequences from {ab['clean']:.2f} to {ab['top']:.2f} nats (+{ab['top'] - ab['clean']:.2f}); ablating 3 "
-            f"other heads of the same layers raises it by {rnd - ab['clean']:+.2f} nats on average over 3 draws.",
-            f"IOI: logit difference {io['clean_metric']:.2f} on clean prompts and {io['corrupt_metric']:.2f} on "
-            f"ABC-corrupted ones; the heads whose output restores most (activation patching) are "
-            f"{_heads(heads_top(io['top_activation']))}.",
-            f"Attribution patching (2 forwards + 1 backward for all {data['n_layers'] * data['n_heads']} heads) agrees "
-            f"with activation patching on the {io['n_checked']} heads checked with Pearson r = {io['pearson']:.3f}.",
-            f"Direct logit attribution: the parts sum to {io['dla_sum']:.3f} against the real logit difference "
-            f"{io['dla_actual']:.3f}; the heads writing most directly for the right name are {_heads(io['dla_heads_top'])}.",
-            f"The logit lens at the last layer equals the model's output (max |difference| of log-probabilities "
-            f"{data['lens_last_vs_output']:.1e}).",
-        ] + [
-            f"Blocking last -> {t} in the layers around {c} changes the attribute's probability by {v:.0f}% "
-            f"(the largest drop for that target)." for t, (v, c) in worst.items()
-        ]
+        found = [_induction_finding(data["top"]["induction"]), _ablation_finding(ab),
+                 f"IOI: logit difference {io['clean_metric']:.2f} on clean prompts and {io['corrupt_metric']:.2f} on "
+                 f"ABC-corrupted ones; the heads whose output restores most (activation patching) are "
+                 f"{_heads(heads_top(io['top_activation']))}."]
+        agree = C.at_least(io["pearson"], AGREE, "agrees", "does not clearly agree")
+        found.append(f"Attribution patching (2 forwards + 1 backward for all {data['n_layers'] * data['n_heads']} "
+                     f"heads) {agree.word} with activation patching on the {io['n_checked']} heads checked: Pearson "
+                     f"r = {io['pearson']:.3f} ({agree.test}).")
+        sums = C.at_most(abs(io["dla_sum"] - io["dla_actual"]), DLA_SUM, "match", "do not match")
+        found.append(f"Direct logit attribution: the parts sum to {io['dla_sum']:.3f} against the real logit "
+                     f"difference {io['dla_actual']:.3f}, so they {sums}; the heads writing most directly for the "
+                     f"right name are {_heads(io['dla_heads_top'])}.")
+        lens_ok = C.at_most(data["lens_last_vs_output"], LENS_EQUAL, "equals", "differs from")
+        found.append(f"The logit lens at the last layer {lens_ok.word} the model's output (max |difference| of "
+                     f"log-probabilities {data['lens_last_vs_output']:.1e}; {lens_ok.test}).")
+        found += [_knockout_finding(t, v, kn["centres"]) for t, v in zip(kn["targets"], kn["values"])]
         resid, toks = io["resid"], io["tokens"]
-        for layer in (0, len(resid) // 2, len(resid) - 1):
+        for layer in sorted({0, len(resid) // 2, len(resid) - 1}):
             pos = max(range(len(toks)), key=lambda p: resid[layer][p])
-            found.append(f"IOI residual stream before layer {layer}: patching position {pos} ({toks[pos]!r}) restores "
-                         f"the most, an estimated {resid[layer][pos]:.2f} of the clean logit difference.")
-        first = next((i for i, r in enumerate(en["subject_rank"]) if r < 100), None)
+            most = C.at_least(resid[layer][pos], RESTORED, "restores the most", "restores little even at its best")
+            found.append(f"IOI residual stream before layer {layer}: patching position {pos} ({toks[pos]!r}) "
+                         f"{most.word}, an estimated {resid[layer][pos]:.2f} of the clean logit difference "
+                         f"({most.test}).")
+        first = next((i for i, r in enumerate(en["subject_rank"]) if r < ENRICHED_RANK), None)
         if first is not None:
-            found.append(f"At the last subject token the attribute first enters the lens's top 100 at "
+            found.append(f"At the last subject token the attribute first enters the lens's top {ENRICHED_RANK} at "
                          f"{en['labels'][first]} (median rank {en['subject_rank'][first]:.0f}).")
+        else:
+            found.append(f"At the last subject token the attribute never enters the lens's top {ENRICHED_RANK} "
+                         f"(best median rank {min(en['subject_rank']):.0f}).")
         return "".join(parts) + H.findings(found)
+
+
+def _induction_finding(top: list) -> str:
+    """Names as induction heads only the top heads whose score clears INDUCTION_HEAD."""
+    strong = [t for t in top if t[2] >= INDUCTION_HEAD.value]
+    if strong:
+        return (f"Induction heads ({INDUCTION_HEAD.what} ≥ {INDUCTION_HEAD.fmt()}): {_heads(strong)} attend to the "
+                f"token after the earlier copy (mean attention shown).")
+    return (f"No head is an induction head ({INDUCTION_HEAD.what} < {INDUCTION_HEAD.fmt()} for every head; the "
+            f"highest are {_heads(top[:3])}).")
+
+
+def _ablation_finding(ab: dict[str, Any]) -> str:
+    """The loss change from ablating the top induction heads, and whether it beats every random draw."""
+    delta, rnd = ab["top"] - ab["clean"], [r - ab["clean"] for r in ab["random"]]
+    effect = C.direction(delta, LOSS_CHANGE, "raises", "lowers", "does not clearly change")
+    beyond = C.direction(delta - max(rnd), LOSS_MARGIN, "more than", "less than", "about as much as")
+    top_ind = ", ".join(f"L{l}H{h}" for l, h in ab["top_heads"])
+    return (f"Zero-ablating the top {len(ab['top_heads'])} induction heads ({top_ind}) {effect.word} the loss on the "
+            f"repeated half of random sequences: {ab['clean']:.2f} -> {ab['top']:.2f} nats ({delta:+.2f}; "
+            f"{effect.test}); ablating other heads of the same layers changes it by "
+            f"{sum(rnd) / len(rnd):+.2f} nats on average over {len(rnd)} draws (at most {max(rnd):+.2f}), so the top "
+            f"heads change it {beyond.word} any random draw ({beyond.test}).")
+
+
+def _knockout_finding(target: str, values: list[float], centres: list[int]) -> str:
+    """The most negative change from blocking last -> target; "drops" only past KNOCKOUT_DROP."""
+    v, c = min(zip(values, centres))
+    drop = C.direction(-v, KNOCKOUT_DROP, "drops", "rises in every window", "does not clearly drop in any window")
+    if drop.holds:
+        return (f"Blocking last -> {target} in the layers around {c}: the attribute's probability drops by "
+                f"{-v:.0f}% (the largest drop for that target; {KNOCKOUT_DROP.what} ≤ -{KNOCKOUT_DROP.fmt()}).")
+    return (f"Blocking last -> {target}: the attribute's probability {drop.word}; its most negative "
+            f"change is {v:+.0f}% (layers around {c}; {KNOCKOUT_DROP.what} > -{KNOCKOUT_DROP.fmt()}).")
 
 
 def heads_top(top: list) -> list:
