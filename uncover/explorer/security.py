@@ -88,7 +88,9 @@ class Guard:
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > self.max_body:
             return await _refuse(send, 413, f"request body over {self.max_body} bytes")
-        receive = _limited(receive, self.max_body)
+        body, receive = await _read_body(receive, self.max_body)
+        if body is None:
+            return await _refuse(send, 413, f"request body over {self.max_body} bytes")
         set_cookie = from_query and scope.get("path") == "/"
 
         async def send_with_headers(message: dict) -> None:
@@ -100,29 +102,31 @@ class Guard:
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except _TooLarge:
-            await _refuse(send, 413, f"request body over {self.max_body} bytes")
+        await self.app(scope, receive, send_with_headers)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-def _limited(receive: Callable, limit: int) -> Callable:
-    """receive() that raises once more than ``limit`` body bytes arrived (chunked uploads included)."""
-    seen = 0
-
-    async def wrapped() -> dict:
-        nonlocal seen
+async def _read_body(receive: Callable, limit: int) -> tuple[bytes | None, Callable]:
+    """Read the whole body (chunked uploads included), or None past ``limit`` bytes; and a receive() that
+    replays it to the app."""
+    body, more = b"", True
+    while more:
         message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise _TooLarge
-        return message
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None, receive
+        more = message.get("more_body", False)
+    replayed = False
 
-    return wrapped
+    async def replay() -> dict:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
 
 
 async def _refuse(send: Callable, status: int, message: str) -> None:

@@ -181,21 +181,27 @@ def url(host: str, port: int, token: str) -> str:
     return f"http://{shown}:{port}/?token={token}"
 
 
-def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, allow_hosts: Iterable[str] = (),
-          token: str | None = None, echo=print) -> None:
-    """Run the explorer until interrupted. Binds to loopback unless ``host`` says otherwise."""
+def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, allow_hosts: Iterable[str] = (),
+                token: str | None = None):
+    """(uvicorn.Server, its listening socket, the URL to open); run with ``server.run(sockets=[sock])``."""
     import uvicorn
 
     token = token or new_token()
     allowed = set(LOOPBACK_NAMES) | set(allow_hosts) | {host}
     sock = bind(host, port)
-    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(explorer, token, allowed), log_level="warning", access_log=False)
+    return uvicorn.Server(config), sock, url(host, sock.getsockname()[1], token)
+
+
+def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, allow_hosts: Iterable[str] = (),
+          echo=print) -> None:
+    """Run the explorer until interrupted. Binds to loopback unless ``host`` says otherwise."""
+    server, sock, address = make_server(explorer, host, port, allow_hosts)
     if not is_loopback(host):
         echo(f"warning: listening on {host}, reachable from other machines; anyone with the URL can use the model. "
-             f"Requests must name one of these hosts: {', '.join(sorted(allowed))} (add more with --allow-host)")
-    echo(f"uncover explorer for {explorer.model.name}: open {url(host, port, token)}")
-    config = uvicorn.Config(create_app(explorer, token, allowed), log_level="warning", access_log=False)
+             "Requests must name this host or one given with --allow-host.")
+    echo(f"uncover explorer for {explorer.model.name}: open {address}")
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
