@@ -25,7 +25,7 @@ import uncover as uc
 from uncover.data.corpus import corpus_tokens
 from uncover.features.sae import SAE, SAEConfig
 from uncover.features.store import harvest
-from uncover.features.training import TrainConfig, Trainer
+from uncover.features.training import SAETrainConfig, SAETrainer
 
 warnings.filterwarnings("ignore")
 
@@ -36,7 +36,7 @@ def explained_variance(recon: torch.Tensor, x: torch.Tensor) -> float:
 
 def run_uncover(batches, held_out, d, n_latents, k, lr, mean):
     sae = SAE(SAEConfig(d, n_latents, "topk", k=k), seed=0)
-    trainer = Trainer(sae, TrainConfig(total_tokens=len(batches) * len(batches[0]), batch_size=len(batches[0]),
+    trainer = SAETrainer(sae, SAETrainConfig(total_tokens=len(batches) * len(batches[0]), batch_size=len(batches[0]),
                                        lr=lr, warmup_steps=1, decay_fraction=0.0,
                                        dead_after_tokens=10_000_000))   # sparsify's default: no AuxK this early
     times = []

@@ -98,3 +98,5 @@ def test_progress_protocol_default_and_rich():
             show_status(tracked, f"at {x}")
             seen.append(x)
         assert seen == items and not progress.bars.tasks
+    alone = RichProgress(transient=True)  # usable without a with-block: shown while iterating
+    assert list(alone(range(3), "alone")) == [0, 1, 2] and alone.users == 0

@@ -12,6 +12,7 @@ from uncover.dynamics.memorization import classify_phase, evaluate_with_mask, ne
 from uncover.dynamics.models import ModularMLP, ToyTransformer
 from uncover.dynamics.norms import detect_slingshots
 from uncover.dynamics.tasks import ModularTask
+from uncover.errors import UncoverError
 
 
 def test_detect_slingshots_on_a_synthetic_curve():
@@ -27,7 +28,7 @@ def test_detect_slingshots_on_a_synthetic_curve():
     assert spike.loss_before == pytest.approx(min(losses[150:200]))
     assert spike.norm_growth == pytest.approx(norms[200] / norms[150])
     assert detect_slingshots([1.0 / (s + 1) for s in range(300)]) == []
-    with pytest.raises(ValueError, match="one entry per training step"):
+    with pytest.raises(UncoverError, match="one entry per training step"):
         detect_slingshots(losses, norms[:-1])
 
 
@@ -168,9 +169,9 @@ def json_roundtrip(x):
 def test_grok_config_rejects_snapshots_between_evaluations():
     from uncover.dynamics.grokking import GrokConfig
 
-    with pytest.raises(ValueError, match="multiple of eval_every"):
+    with pytest.raises(UncoverError, match="multiple of eval_every"):
         GrokConfig(eval_every=100, measure_every=250)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(UncoverError, match="divisible"):
         GrokConfig(d_model=30, n_heads=4)
 
 

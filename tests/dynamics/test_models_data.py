@@ -4,6 +4,7 @@ import torch
 
 from uncover.dynamics.data import modular_data, modular_labels, repeated_sequences
 from uncover.dynamics.models import ModularMLP, ToyConfig, ToyTransformer, nanda_config
+from uncover.errors import UncoverError
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])
@@ -104,13 +105,13 @@ def test_corrupted_labels_are_wrong_and_only_in_training():
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="prime"):
+    with pytest.raises(UncoverError, match="prime"):
         modular_data(12)
-    with pytest.raises(ValueError, match="train_frac"):
+    with pytest.raises(UncoverError, match="train_frac"):
         modular_data(7, train_frac=1.0)
-    with pytest.raises(ValueError, match="unknown operation"):
+    with pytest.raises(UncoverError, match="unknown operation"):
         modular_data(7, op="mul")
-    with pytest.raises(ValueError, match="n_ctx"):
+    with pytest.raises(UncoverError, match="n_ctx"):
         ToyTransformer(nanda_config(7))(torch.zeros(1, 4, dtype=torch.long))
 
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from uncover.dynamics.progress import (detect_phases, excluded_loss, fourier_basis, frequency_norms, gini, ipr,
                                        key_frequencies, logit_frequency_norms, neuron_frequencies,
                                        one_sided_power, restricted_loss, weight_norms)
+from uncover.errors import UncoverError
 
 P = 13
 
@@ -103,7 +104,7 @@ def test_gini_closed_forms():
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])
     naive = sum(abs(i - j) for i in x.tolist() for j in x.tolist()) / (2 * len(x) * x.sum().item())
     assert gini(x) == pytest.approx(naive)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(UncoverError, match="non-negative"):
         gini(torch.tensor([-1.0, 1.0]))
 
 
@@ -145,5 +146,5 @@ def test_detect_phases_on_synthetic_curves():
     # never generalising: later phases are missing
     none = detect_phases(steps, train_acc, [0.01] * len(steps), test_loss)
     assert none.generalised is None and none.ranges()["cleanup"] is None
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(UncoverError, match="same length"):
         detect_phases(steps, train_acc[:-1], test_acc, test_loss)

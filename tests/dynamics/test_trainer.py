@@ -9,6 +9,7 @@ from uncover.dynamics.data import modular_data
 from uncover.dynamics.models import ModularMLP, ToyTransformer, nanda_config
 from uncover.dynamics.tasks import ModularTask
 from uncover.dynamics.trainer import TrainConfig, Trainer, checkpoint_steps, load_checkpoint, weight_norm
+from uncover.errors import UncoverError
 
 
 def _tiny_model(seed=0):
@@ -40,7 +41,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(tmp_path, batch_size):
 def test_resume_with_different_hyperparameters_is_refused(tmp_path):
     task = ModularTask(modular_data(11, "add", 0.5))
     Trainer(_tiny_model(), task, TrainConfig(steps=2, eval_every=1), out_dir=tmp_path).fit()
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(UncoverError, match="lr"):
         Trainer(_tiny_model(), task, TrainConfig(steps=4, lr=0.1, eval_every=1), out_dir=tmp_path).fit()
 
 
@@ -82,9 +83,9 @@ def test_fixed_norm_training_keeps_the_weight_norm():
 
 
 def test_bad_config_is_rejected():
-    with pytest.raises(ValueError, match="checkpoints"):
+    with pytest.raises(UncoverError, match="checkpoints"):
         TrainConfig(checkpoints="sometimes")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(UncoverError, match="positive"):
         TrainConfig(steps=0)
 
 

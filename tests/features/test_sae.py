@@ -6,7 +6,7 @@ import torch
 
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE, SAEConfig, _JumpReLU, sparse_pre_acts
-from uncover.features.training import TrainConfig, Trainer, lr_factor, train_sae
+from uncover.features.training import SAETrainConfig, SAETrainer, lr_factor, train_sae
 
 D, N_TRUE, ACTIVE = 24, 48, 3
 
@@ -73,9 +73,9 @@ ARCHS = [("relu", dict(l1_coefficient=0.5)), ("topk", dict(k=ACTIVE)), ("batchto
 def test_every_architecture_learns_sparse_codes(arch, kwargs):
     data = synthetic(48_000)
     sae = SAE(SAEConfig(D, 64, arch, **kwargs), seed=0)
-    cfg = TrainConfig(total_tokens=len(data), batch_size=256, lr=1e-2, warmup_steps=10, log_every=20,
-                      sparsity_warmup_steps=50 if arch in ("relu", "jumprelu") else 0)
-    history = train_sae(sae, data.split(4096), cfg, progress=False)
+    cfg = SAETrainConfig(total_tokens=len(data), batch_size=256, lr=1e-2, warmup_steps=10, log_every=20,
+                         sparsity_warmup_steps=50 if arch in ("relu", "jumprelu") else 0)
+    history = train_sae(sae, data.split(4096), cfg)
     test = synthetic(2000, seed=9)
     with torch.no_grad():
         recon, acts = sae(test), sae.encode(test)
@@ -99,8 +99,8 @@ def test_transcoder_predicts_another_activation():
     target = x @ A
     sae = SAE(SAEConfig(D, 64, "topk", k=ACTIVE, d_out=16, hook_name="a", hook_name_out="b"))
     assert sae.cfg.is_transcoder
-    cfg = TrainConfig(total_tokens=len(x), batch_size=256, lr=1e-2, warmup_steps=10)
-    train_sae(sae, list(zip(x.split(4096), target.split(4096))), cfg, progress=False)
+    cfg = SAETrainConfig(total_tokens=len(x), batch_size=256, lr=1e-2, warmup_steps=10)
+    train_sae(sae, list(zip(x.split(4096), target.split(4096))), cfg)
     test = synthetic(1000, seed=3)
     pred = sae(test)
     ev = 1 - (pred - test @ A).pow(2).sum() / (test @ A - (test @ A).mean(0)).pow(2).sum()
@@ -114,10 +114,10 @@ def test_auxk_revives_dead_latents():
         sae = SAE(SAEConfig(D, 96, "topk", k=ACTIVE, auxk_coefficient=aux, auxk_k=16), seed=0)
         with torch.no_grad():
             sae.W_enc[:, :48] *= 0.01          # half the latents start too weak to ever win the top-k
-        cfg = TrainConfig(total_tokens=len(data), batch_size=256, lr=1e-2, warmup_steps=1,
-                          dead_after_tokens=512)
-        trainer = Trainer(sae, cfg)
-        trainer.fit(data.split(4096), progress=False)
+        cfg = SAETrainConfig(total_tokens=len(data), batch_size=256, lr=1e-2, warmup_steps=1,
+                             dead_after_tokens=512)
+        trainer = SAETrainer(sae, cfg)
+        trainer.fit(data.split(4096))
         results[aux] = float(trainer.tokens_since_fired[:48].lt(512).float().mean())
     assert results[0.0] == 0.0
     assert results[1.0] > 0.2
@@ -127,10 +127,10 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path):
     data = synthetic(8192)
     batches = lambda: data.split(1024)  # noqa: E731
     straight = SAE(SAEConfig(D, 64, "topk", k=ACTIVE), seed=0)
-    train_sae(straight, batches(), TrainConfig(total_tokens=8192, batch_size=512, lr=1e-3), progress=False)
+    train_sae(straight, batches(), SAETrainConfig(total_tokens=8192, batch_size=512, lr=1e-3))
 
     resumed = SAE(SAEConfig(D, 64, "topk", k=ACTIVE), seed=0)
-    cfg = TrainConfig(total_tokens=8192, batch_size=512, lr=1e-3, checkpoint_dir=str(tmp_path), checkpoint_every=5)
+    cfg = SAETrainConfig(total_tokens=8192, batch_size=512, lr=1e-3, checkpoint_dir=str(tmp_path), checkpoint_every=5)
 
     def killed_after_seven():
         for i, b in enumerate(data.split(512)):
@@ -139,17 +139,17 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path):
             yield b
 
     with pytest.raises(KeyboardInterrupt):
-        train_sae(resumed, killed_after_seven(), cfg, progress=False)
+        train_sae(resumed, killed_after_seven(), cfg)
     fresh = SAE(SAEConfig(D, 64, "topk", k=ACTIVE), seed=0)
-    trainer = Trainer(fresh, cfg)
+    trainer = SAETrainer(fresh, cfg)
     assert trainer.step == 5
-    trainer.fit(batches(), progress=False)
+    trainer.fit(batches())
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
         assert torch.allclose(getattr(fresh, name), getattr(straight, name), atol=1e-6), name
 
 
 def test_lr_schedule_warms_up_and_decays():
-    cfg = TrainConfig(total_tokens=100 * 10, batch_size=10, warmup_steps=10, decay_fraction=0.2)
+    cfg = SAETrainConfig(total_tokens=100 * 10, batch_size=10, warmup_steps=10, decay_fraction=0.2)
     assert lr_factor(0, cfg) == pytest.approx(0.1)
     assert lr_factor(50, cfg) == 1.0
     assert lr_factor(90, cfg) == pytest.approx(0.5)
@@ -161,4 +161,4 @@ def test_bad_configs_say_what_to_do():
     with pytest.raises(UncoverError, match="k must be"):
         SAEConfig(8, 16, "topk", k=32)
     with pytest.raises(UncoverError, match="less than one batch"):
-        train_sae(SAE(SAEConfig(8, 16, "relu")), [torch.randn(4, 8)], TrainConfig(total_tokens=10), progress=False)
+        train_sae(SAE(SAEConfig(8, 16, "relu")), [torch.randn(4, 8)], SAETrainConfig(total_tokens=10))

@@ -11,6 +11,7 @@ from rich.progress import track
 from rich.table import Table
 
 from uncover.cli import load_model as _load
+from uncover.core.results import RichProgress
 
 console = Console()
 HEAD_KINDS = ("previous_token", "duplicate_token", "induction", "copying")
@@ -44,9 +45,8 @@ def lens_command(
         from uncover.data.corpus import corpus_tokens
 
         data = corpus_tokens(m, 64, 64)
-        steps = track(range(train_tuned), description="training the tuned lens")
         tuned_lens = L.train_tuned_lens(m, data[:48], steps=train_tuned, lens=tuned_lens, batch_size=4,
-                                        positions_per_seq=16, progress=lambda it: steps)
+                                        positions_per_seq=16, progress=RichProgress())
         tuned_lens.save(out / "tuned_lens")
         kl = L.lens_kl(m, data[48:52], tuned_lens)
         table = Table("layer", "KL logit lens (nats)", "KL tuned lens (nats)")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from uncover.core.results import Progress, no_progress
+from uncover.core.scoped import frozen
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ def _kl(final_lp: Tensor, lp: Tensor) -> Tensor:
 
 def train_tuned_lens(model: "Model", tokens: Tensor, steps: int = 100, lr: float = 1e-3, batch_size: int = 8,
                      positions_per_seq: int = 32, seed: int = 0, lens: TunedLens | None = None,
-                     progress: Callable[[Iterable], Iterable] | None = None) -> TunedLens:
+                     progress: Progress = no_progress) -> TunedLens:
     """Fit translators by minimising KL(final layer || tuned lens) on ``tokens`` [n_seqs, seq_len].
 
     Each step draws ``batch_size`` sequences and ``positions_per_seq`` random positions per sequence
@@ -137,20 +139,18 @@ def train_tuned_lens(model: "Model", tokens: Tensor, steps: int = 100, lr: float
     lens = lens.to(model.device)
     opt = torch.optim.Adam(lens.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    for p in model.hf.parameters():
-        p.requires_grad_(False)
-    steps_iter = range(steps)
-    for _ in progress(steps_iter) if progress else steps_iter:
-        rows = torch.randint(tokens.shape[0], (batch_size,), generator=g)
-        pos = torch.randint(tokens.shape[1], (batch_size, positions_per_seq), generator=g)
-        resid, final_lp = _layer_inputs(model, tokens[rows], pos)
-        loss = torch.stack([
-            _kl(final_lp, model.unembed(model.apply_final_norm(lens.translate(resid[l], l))).float().log_softmax(-1)).mean()
-            for l in range(cfg.n_layers)
-        ]).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with frozen(model.hf):  # gradients flow to the lens only; the caller's flags come back on exit
+        for _ in progress(range(steps), "training tuned lens"):
+            rows = torch.randint(tokens.shape[0], (batch_size,), generator=g)
+            pos = torch.randint(tokens.shape[1], (batch_size, positions_per_seq), generator=g)
+            resid, final_lp = _layer_inputs(model, tokens[rows], pos)
+            loss = torch.stack([
+                _kl(final_lp, model.unembed(model.apply_final_norm(lens.translate(resid[l], l))).float().log_softmax(-1)).mean()
+                for l in range(cfg.n_layers)
+            ]).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return lens
 
 

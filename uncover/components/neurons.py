@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
 from uncover.features.analysis import (
     TopContexts, UnitFn, activation_histogram, context_window, logit_effects, polysemanticity, top_contexts,
@@ -53,7 +54,7 @@ def neuron_activations(model: "Model", layer: int, tokens: torch.Tensor, neurons
 
 def top_neuron_contexts(
     model: "Model", layer: int, neurons: Sequence[int], tokens: torch.Tensor, n_top: int = 10,
-    batch_size: int = 8, progress=None,
+    batch_size: int = 8, progress: Progress = no_progress,
 ) -> TopContexts:
     """Each neuron's n_top most activating sequences of tokens [n_seqs, seq_len]."""
     _check(model, layer, neurons)
@@ -96,7 +97,7 @@ class NeuronReport:
 
 def analyse_neurons(
     model: "Model", layer: int, neurons: Sequence[int], tokens: torch.Tensor, n_top: int = 10,
-    batch_size: int = 8, progress=None,
+    batch_size: int = 8, progress: Progress = no_progress,
 ) -> NeuronReport:
     """Top contexts, activation histograms, value-vector vocabulary projections and polysemanticity."""
     neurons = list(neurons)

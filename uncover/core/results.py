@@ -185,9 +185,10 @@ def show_status(items: Iterable, text: str) -> None:
 
 
 class RichProgress:
-    """A Progress that draws one rich bar per call (with a live status line); use as a context manager.
+    """A Progress that draws one rich bar per call (with a live status line).
 
-    ``with RichProgress() as progress: train(..., progress=progress)``
+    The display is shown while a tracked iteration runs or a ``with RichProgress() as progress:`` block is
+    open, so one instance can be created once (a CLI module) and passed to any long-running function.
     """
 
     def __init__(self, transient: bool = False):
@@ -197,23 +198,34 @@ class RichProgress:
         self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                          transient=transient)
+        self.users = 0  # open with-blocks and running iterations; the display shows while > 0
+
+    def open(self) -> None:
+        if self.users == 0:
+            self.bars.start()
+        self.users += 1
+
+    def close(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.bars.stop()
 
     def __enter__(self) -> "RichProgress":
-        self.bars.start()
+        self.open()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.bars.stop()
+        self.close()
 
     def __call__(self, items: Iterable[T], description: str = "", total: int | None = None) -> "_Tracked[T]":
-        return _Tracked(self.bars, items, description, total)
+        return _Tracked(self, items, description, total)
 
 
 class _Tracked(Iterable[T]):
     """Items whose consumption advances one rich task (added on first iteration, removed at the end)."""
 
-    def __init__(self, bars: Any, items: Iterable[T], description: str, total: int | None):
-        self.bars, self.items, self.description = bars, items, description
+    def __init__(self, owner: RichProgress, items: Iterable[T], description: str, total: int | None):
+        self.owner, self.bars, self.items, self.description = owner, owner.bars, items, description
         self.total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
         self.task: Any = None
 
@@ -225,6 +237,7 @@ class _Tracked(Iterable[T]):
             self.bars.update(self.task, status=text)
 
     def __iter__(self) -> Iterator[T]:
+        self.owner.open()
         self.task = self.bars.add_task(self.description, total=self.total, status="")
         try:
             for item in self.items:
@@ -233,3 +246,4 @@ class _Tracked(Iterable[T]):
         finally:
             self.bars.remove_task(self.task)
             self.task = None
+            self.owner.close()

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from uncover.core.results import RichProgress
+
 console = Console()
 
 
@@ -66,7 +68,8 @@ def grok_command(
         cfg = GrokConfig(p=p, op=op, train_frac=train_frac, steps=steps, lr=lr, weight_decay=weight_decay,
                          d_model=d_model, d_mlp=4 * d_model, stop_at_test_acc=stop_at or None, seed=seed,
                          measure_every=max(steps // 5000, 1) * 100)  # every 100 steps; ~50 snapshots when longer
-    result = run_grokking(cfg, out_dir=out / "run", progress=True)
+    with RichProgress() as progress:
+        result = run_grokking(cfg, out_dir=out / "run", progress=progress)
     summary = result.summary()
     table = Table("phase", "steps")
     for phase, span in result.phases["ranges"].items():
@@ -80,7 +83,8 @@ def grok_command(
     if slingshots:
         from uncover.dynamics.norms import run_slingshots
 
-        sling = run_slingshots(progress=True).summary()
+        with RichProgress() as progress:
+            sling = run_slingshots(progress=progress).summary()
         summary["slingshots"] = sling
         figures["slingshots"] = plots.slingshots(sling)
         onset = f"step {sling['onset']}" if sling["onset"] else "never"
@@ -112,8 +116,6 @@ def memorize_command(
     out: Path = typer.Option(Path("uncover-out/memorize")),
 ) -> None:
     """Corrupted labels on modular addition: neuron IPR, pruning memorising neurons, phases (Doshi et al. 2023)."""
-    from rich.progress import track
-
     from uncover.dynamics import plots
     from uncover.dynamics.memorization import MemorizationConfig, phase_diagram as sweep, run_memorization
 
@@ -123,7 +125,8 @@ def memorize_command(
         raise typer.BadParameter(f"--corrupt-frac must be in [0, 1), got {corrupt_frac}")
     cfg = MemorizationConfig(p=p, corrupt_frac=corrupt_frac, weight_decay=weight_decay, width=width, steps=steps,
                              lr=lr, act_fn=act, seed=seed)
-    result = run_memorization(cfg, progress=True)
+    with RichProgress() as progress:
+        result = run_memorization(cfg, progress=progress)
     summary = result.summary()
     table = Table("pruned", "test acc", "corrupted: memorised", "corrupted: true label", "train acc")
     for row in result.pruning:
@@ -133,8 +136,8 @@ def memorize_command(
     console.print(f"phase: {result.phase}")
     figures = {"memorization": plots.memorization(summary)}
     if phase_diagram:
-        rows = sweep([0.1, 0.3, 0.5], [0.1, 1.0, 3.0], base=cfg,
-                     progress=lambda items, description="": track(items, description=description))
+        with RichProgress() as progress:
+            rows = sweep([0.1, 0.3, 0.5], [0.1, 1.0, 3.0], base=cfg, progress=progress)
         summary["phase_diagram"] = rows
         figures["phase_diagram"] = plots.phase_diagram(rows)
     _write(out, "memorize_summary", summary, figures)
@@ -158,7 +161,8 @@ def induction_command(
     if seq_len < 8 or d_vocab < 8:
         raise typer.BadParameter("--seq-len and --d-vocab must be at least 8")
     cfg = InductionConfig(steps=steps, d_vocab=d_vocab, seq_len=seq_len, d_model=d_model, lr=lr, seed=seed)
-    result = run_induction(cfg, progress=True)
+    with RichProgress() as progress:
+        result = run_induction(cfg, progress=progress)
     summary = result.summary()
     last = result.curves[-1]
     console.print(f"phase change: ICL score falls fastest at step {result.icl_change_step}, best induction score "

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from uncover.errors import UncoverError
+
 OPERATIONS = ("add", "sub", "div", "poly")  # a+b, a-b, a/b, a^2+ab (mod p)
 
 
@@ -29,7 +31,7 @@ def modular_labels(a: torch.Tensor, b: torch.Tensor, p: int, op: str) -> torch.T
         return (a * inverse[b]) % p
     if op == "poly":
         return (a * a + a * b) % p
-    raise ValueError(f"unknown operation {op!r}; choose one of {OPERATIONS}")
+    raise UncoverError(f"unknown operation {op!r}; choose one of {OPERATIONS}")
 
 
 @dataclass
@@ -67,11 +69,11 @@ def modular_data(p: int = 113, op: str = "add", train_frac: float = 0.3, seed: i
     """All pairs of ``op`` mod ``p``; a ``train_frac`` random split; optionally a ``corrupt_frac`` of the
     *training* labels replaced by uniformly random wrong labels (Doshi et al. 2023)."""
     if not _is_prime(p):
-        raise ValueError(f"p={p} must be prime (modular division and the Fourier analysis assume a field)")
+        raise UncoverError(f"p={p} must be prime (modular division and the Fourier analysis assume a field)")
     if not 0.0 < train_frac < 1.0:
-        raise ValueError(f"train_frac={train_frac} must be strictly between 0 and 1")
+        raise UncoverError(f"train_frac={train_frac} must be strictly between 0 and 1")
     if not 0.0 <= corrupt_frac < 1.0:
-        raise ValueError(f"corrupt_frac={corrupt_frac} must be in [0, 1)")
+        raise UncoverError(f"corrupt_frac={corrupt_frac} must be in [0, 1)")
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
     if op == "div":
@@ -104,7 +106,7 @@ def repeated_sequences(n: int, seq_len: int, d_vocab: int, seed: int = 0, vary_p
     (an induction head), not on position, predicts it.
     """
     if seq_len < 5 or d_vocab < 3:
-        raise ValueError("need seq_len >= 5 and d_vocab >= 3 for a repeated sequence")
+        raise UncoverError("need seq_len >= 5 and d_vocab >= 3 for a repeated sequence")
     gen = torch.Generator().manual_seed(seed)
     body = torch.randint(1, d_vocab, (n, seq_len - 1), generator=gen)
     if not vary_period:

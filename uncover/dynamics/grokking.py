@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from uncover.core.results import Progress, no_progress
 from uncover.dynamics.data import ModularData, modular_data
 from uncover.dynamics.models import ToyConfig, ToyTransformer, nanda_config
 from uncover.dynamics.progress import (Phases, detect_phases, excluded_loss, fourier_component_norms,
@@ -23,6 +24,7 @@ from uncover.dynamics.progress import (Phases, detect_phases, excluded_loss, fou
                                        restricted_loss, weight_norms)
 from uncover.dynamics.tasks import ModularTask
 from uncover.dynamics.trainer import TrainConfig, Trainer
+from uncover.errors import UncoverError
 
 
 @dataclass
@@ -48,10 +50,10 @@ class GrokConfig:
 
     def __post_init__(self) -> None:
         if self.measure_every % self.eval_every:
-            raise ValueError(f"measure_every={self.measure_every} must be a multiple of eval_every={self.eval_every} "
+            raise UncoverError(f"measure_every={self.measure_every} must be a multiple of eval_every={self.eval_every} "
                              "(snapshots are taken at evaluations)")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            raise UncoverError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
     def model_config(self) -> ToyConfig:
         cfg = nanda_config(self.p)
@@ -126,7 +128,7 @@ def neuron_grid(model: ToyTransformer, p: int) -> torch.Tensor:
 def progress_measures(model: ToyTransformer, data: ModularData, key_freqs: list[int]) -> dict[str, float]:
     """Restricted/excluded loss, Gini of Fourier norms and weight norms at the model's current weights."""
     if data.op not in ("add", "sub"):
-        raise ValueError(f"progress measures are defined for op 'add' or 'sub', not {data.op!r}")
+        raise UncoverError(f"progress measures are defined for op 'add' or 'sub', not {data.op!r}")
     p, sign = data.p, 1 if data.op == "add" else -1
     logits = logit_grid(model, p)
     labels = data.labels.reshape(p, p)
@@ -144,7 +146,7 @@ def progress_measures(model: ToyTransformer, data: ModularData, key_freqs: list[
     }
 
 
-def run_grokking(cfg: GrokConfig, out_dir: str | Path | None = None, progress: bool = False) -> GrokResult:
+def run_grokking(cfg: GrokConfig, out_dir: str | Path | None = None, progress: Progress = no_progress) -> GrokResult:
     """Train a grokking run and measure its progress; ``out_dir`` keeps metrics/checkpoints/resume state."""
     data = modular_data(cfg.p, cfg.op, cfg.train_frac, seed=cfg.seed)
     model = ToyTransformer(cfg.model_config(), seed=cfg.seed)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from uncover.core.results import Progress, no_progress
 from uncover.dynamics.models import ToyConfig, ToyTransformer
 from uncover.dynamics.tasks import InductionTask
 from uncover.dynamics.trainer import TrainConfig, Trainer
@@ -103,7 +104,8 @@ class InductionResult:
         return asdict(self)
 
 
-def run_induction(cfg: InductionConfig, progress: bool = False, model: ToyTransformer | None = None) -> InductionResult:
+def run_induction(cfg: InductionConfig, progress: Progress = no_progress,
+                  model: ToyTransformer | None = None) -> InductionResult:
     """Train the attention-only model and track the ICL and head scores every ``eval_every`` steps."""
     model = model or ToyTransformer(cfg.model_config(), seed=cfg.seed)
     task = InductionTask(cfg.d_vocab, cfg.seq_len, seed=cfg.seed)

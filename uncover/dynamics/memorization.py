@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
+from uncover.core.results import Progress, no_progress
 from uncover.dynamics.data import modular_data
 from uncover.dynamics.models import ModularMLP
 from uncover.dynamics.progress import ipr, one_sided_power
@@ -96,7 +97,7 @@ def classify_phase(metrics: dict[str, float], threshold: float = 0.9) -> str:
 
 
 def run_memorization(cfg: MemorizationConfig, prune_fractions: Iterable[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
-                     progress: bool = False) -> MemorizationResult:
+                     progress: Progress = no_progress) -> MemorizationResult:
     data = modular_data(cfg.p, "add", cfg.train_frac, seed=cfg.seed, corrupt_frac=cfg.corrupt_frac)
     task = ModularTask(data)
     model = ModularMLP(cfg.p, width=cfg.width, act_fn=cfg.act_fn, seed=cfg.seed)
@@ -110,7 +111,7 @@ def run_memorization(cfg: MemorizationConfig, prune_fractions: Iterable[float] =
 
 
 def phase_diagram(corrupt_fracs: list[float], weight_decays: list[float], base: MemorizationConfig | None = None,
-                  progress=lambda items, description="": items) -> list[dict[str, Any]]:
+                  progress: Progress = no_progress) -> list[dict[str, Any]]:
     """One run per (corruption fraction, weight decay): final metrics, mean IPR and the phase."""
     base = base or MemorizationConfig()
     rows = []

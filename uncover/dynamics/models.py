@@ -2,7 +2,7 @@
 
 ``ToyTransformer`` is a small decoder-only transformer (Nanda et al. 2023's grokking model, or Olsson et
 al. 2022's attention-only model) whose submodules are named like the standard hook names: every
-``hook_*`` attribute is an identity ``HookPoint`` whose forward hook can read or replace the tensor, so
+``hook_*`` attribute is an identity ``HookModule`` whose forward hook can read or replace the tensor, so
 ``uc.load(toy_model)`` exposes ``hook_embed``, ``blocks.{l}.hook_resid_pre`` ... ``blocks.{l}.attn.hook_pattern``
 by module path. ``ModularMLP`` is the two-layer MLP of Doshi et al. 2023 (memorisation with corrupted labels).
 
@@ -12,11 +12,15 @@ pattern ``[batch, head, query, key]``; mlp ``[batch, pos, d_mlp]``; logits ``[ba
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from uncover.core.scoped import seeded
+from uncover.errors import UncoverError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "quadratic": None}
 
@@ -28,7 +32,7 @@ class ToyOutput:
     logits: torch.Tensor
 
 
-class HookPoint(nn.Identity):
+class HookModule(nn.Identity):
     """An identity module marking a named activation; attach forward hooks to read or replace it."""
 
 
@@ -43,7 +47,7 @@ def make_activation(name: str) -> nn.Module:
     if name == "quadratic":
         return Quadratic()
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise UncoverError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
@@ -90,8 +94,8 @@ class Attention(nn.Module):
         self.W_V = nn.Parameter(torch.randn(h, d, dh) / math.sqrt(d))
         self.W_O = nn.Parameter(torch.randn(h, dh, d) / math.sqrt(h * dh))
         self.scale = 1.0 / math.sqrt(dh)
-        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
-        self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
+        self.hook_q, self.hook_k, self.hook_v = HookModule(), HookModule(), HookModule()
+        self.hook_pattern, self.hook_z = HookModule(), HookModule()
 
     def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x: [batch, pos, d_model] -> [batch, pos, d_model] (or [batch, 1, d_model] when ``last_only``:
@@ -118,7 +122,7 @@ class MLP(nn.Module):
         self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
         self.act = make_activation(cfg.act_fn)
         self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
-        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+        self.hook_pre, self.hook_post = HookModule(), HookModule()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_out(self.hook_post(self.act(self.hook_pre(self.fc_in(x)))))
@@ -133,8 +137,8 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else nn.Identity()
         self.mlp = MLP(cfg) if cfg.d_mlp else None
-        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
-        self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
+        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookModule(), HookModule(), HookModule()
+        self.hook_attn_out, self.hook_mlp_out = HookModule(), HookModule()
 
     def forward(self, resid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         resid = self.hook_resid_pre(resid)
@@ -156,16 +160,19 @@ class ToyTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ToyConfig, seed: int | None = None):
+        """``seed`` makes the initial weights reproducible without touching the global RNG stream."""
         super().__init__()
-        if seed is not None:
-            torch.manual_seed(seed)
+        with seeded(seed) if seed is not None else nullcontext():
+            self._build(cfg)
+
+    def _build(self, cfg: ToyConfig) -> None:
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = nn.LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab_out, bias=False)
-        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
+        self.hook_embed, self.hook_pos_embed = HookModule(), HookModule()
         self._init_weights()
 
     @torch.no_grad()
@@ -197,11 +204,11 @@ class ToyTransformer(nn.Module):
         """
         tokens = input_ids
         if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+            raise UncoverError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.cfg.n_ctx:
-            raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={self.cfg.n_ctx}")
+            raise UncoverError(f"sequence length {tokens.shape[1]} exceeds n_ctx={self.cfg.n_ctx}")
         if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("toy models have no padding support: pass equal-length sequences without a mask")
+            raise UncoverError("toy models have no padding support: pass equal-length sequences without a mask")
         table_size = self.cfg.d_vocab**2 * tokens.shape[1] * self.cfg.n_heads  # entries of the score table
         if last_only and len(self.blocks) == 1 and position_ids is None and table_size <= 2**24:
             return ToyOutput(self._one_layer_last_logits(tokens))
@@ -280,13 +287,15 @@ class ModularMLP(nn.Module):
     def __init__(self, p: int, width: int = 512, act_fn: str = "quadratic", init_scale: float = 1.0,
                  seed: int | None = None):
         super().__init__()
-        if seed is not None:
-            torch.manual_seed(seed)
+        with seeded(seed) if seed is not None else nullcontext():
+            self._build(p, width, act_fn, init_scale)
+
+    def _build(self, p: int, width: int, act_fn: str, init_scale: float) -> None:
         self.p, self.width = p, width
         self.fc_in = nn.Linear(2 * p, width, bias=False)
         self.act = make_activation(act_fn)
         self.fc_out = nn.Linear(width, p, bias=False)
-        self.hook_post = HookPoint()
+        self.hook_post = HookModule()
         with torch.no_grad():
             nn.init.normal_(self.fc_in.weight, std=init_scale / math.sqrt(2 * p))
             nn.init.normal_(self.fc_out.weight, std=init_scale / math.sqrt(width))

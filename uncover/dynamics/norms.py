@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from uncover.core.results import Progress, no_progress
 from uncover.dynamics.data import modular_data
 from uncover.dynamics.models import ModularMLP, ToyTransformer, nanda_config
 from uncover.dynamics.tasks import ModularTask
 from uncover.dynamics.trainer import TrainConfig, Trainer, weight_norm
+from uncover.errors import UncoverError
 
 
 @dataclass
@@ -38,7 +40,7 @@ def detect_slingshots(train_losses: list[float], last_layer_norms: list[float] |
     (same length as the losses) gives each spike's norm growth over the preceding window.
     """
     if last_layer_norms is not None and len(last_layer_norms) != len(train_losses):
-        raise ValueError("last_layer_norms must have one entry per training step (same length as train_losses)")
+        raise UncoverError("last_layer_norms must have one entry per training step (same length as train_losses)")
     spikes: list[Slingshot] = []
     t = window
     n = len(train_losses)
@@ -97,7 +99,8 @@ class SlingshotResult:
 
 
 def run_slingshots(p: int = 47, train_frac: float = 0.5, steps: int = 3000, lr: float = 1e-3,
-                   d_model: int = 64, seed: int = 0, eval_every: int = 25, progress: bool = False) -> SlingshotResult:
+                   d_model: int = 64, seed: int = 0, eval_every: int = 25,
+                   progress: Progress = no_progress) -> SlingshotResult:
     """Adam without weight decay on modular addition (Thilak et al. 2022's setting, made small)."""
     cfg = nanda_config(p)
     cfg.d_model, cfg.d_head, cfg.d_mlp = d_model, d_model // cfg.n_heads, 4 * d_model

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uncover.errors import UncoverError
+
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
     """Orthonormal real Fourier basis over Z_p: [p, p] (rows are basis vectors) and their labels."""
@@ -161,7 +163,7 @@ def gini(values: torch.Tensor) -> float:
     """Gini coefficient of non-negative values: sum_ij |x_i - x_j| / (2 n sum x). 0 = equal, (n-1)/n = one."""
     x = values.double().flatten()
     if (x < 0).any():
-        raise ValueError("gini needs non-negative values")
+        raise UncoverError("gini needs non-negative values")
     n, total = len(x), x.sum()
     if total == 0:
         return 0.0
@@ -226,7 +228,7 @@ def detect_phases(steps: list[int], train_acc: list[float], test_acc: list[float
     log test loss where it has fallen by ``drop`` of the way from that peak to its value at generalisation.
     """
     if not (len(steps) == len(train_acc) == len(test_acc) == len(test_loss)):
-        raise ValueError("steps, train_acc, test_acc and test_loss must have the same length")
+        raise UncoverError("steps, train_acc, test_acc and test_loss must have the same length")
     first = lambda xs: next((i for i, x in enumerate(xs) if x >= threshold), None)  # noqa: E731
     i_mem, i_gen = first(train_acc), first(test_acc)
     memorised = steps[i_mem] if i_mem is not None else None

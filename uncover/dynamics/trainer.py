@@ -3,9 +3,9 @@
 Full-batch or mini-batch AdamW with linear warm-up; evaluation every ``eval_every`` steps; metrics as
 JSONL (``metrics.jsonl``, one line per evaluation); weight checkpoints as safetensors at a fixed or
 log-spaced schedule (``checkpoints/step_000123.safetensors``); an exact resume file (``resume.pt``: model,
-optimizer, scheduler and RNG state); a rich progress bar. Runs on a GPU when one is present.
+optimizer, scheduler and RNG state); progress through any uncover ``Progress`` (a live loss/accuracy line). Runs on a GPU when one is present.
 
-A ``Task`` supplies the batches, the loss and the evaluation; ``uncover.dynamics.tasks`` has the ones
+A ``TrainingTask`` supplies the batches, the loss and the evaluation; ``uncover.dynamics.tasks`` has the ones
 used here (modular arithmetic, induction sequences).
 """
 from __future__ import annotations
@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from uncover.core.memory import tune_allocator
+from uncover.core.results import Progress, no_progress, show_status
+from uncover.errors import UncoverError
 
 
-class Task(Protocol):
+class TrainingTask(Protocol):
     """What the trainer needs from a task."""
 
     def batch(self, step: int, batch_size: int | None, generator: torch.Generator) -> Any:
@@ -37,7 +38,7 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metrics at the current weights (e.g. train/test loss and accuracy), under ``torch.no_grad``."""
 
-    def to(self, device: torch.device) -> "Task":
+    def to(self, device: torch.device) -> "TrainingTask":
         """The task with its data on ``device`` (the trainer's: a GPU when one is present)."""
 
 
@@ -63,9 +64,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_every < 1:
-            raise ValueError("steps and eval_every must be positive integers")
+            raise UncoverError("steps and eval_every must be positive integers")
         if self.checkpoints not in ("log", "fixed", "none"):
-            raise ValueError(f"checkpoints={self.checkpoints!r}; use 'log', 'fixed' or 'none'")
+            raise UncoverError(f"checkpoints={self.checkpoints!r}; use 'log', 'fixed' or 'none'")
         self.betas = tuple(self.betas)
 
 
@@ -113,8 +114,9 @@ class Trainer:
     ``on_eval(step, row, model)`` may add entries to each metrics row (e.g. progress measures).
     """
 
-    def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
-                 on_eval: Callable[[int, dict, nn.Module], None] | None = None, progress: bool = False):
+    def __init__(self, model: nn.Module, task: TrainingTask, cfg: TrainConfig, out_dir: str | Path | None = None,
+                 on_eval: Callable[[int, dict, nn.Module], None] | None = None,
+                 progress: Progress = no_progress):
         tune_allocator()  # a full-batch step allocates tens of MiB: reuse it rather than fault it back in
         self.cfg, self.task, self.on_eval, self.progress = cfg, task, on_eval, progress
         self.device = resolve_device(cfg.device)
@@ -163,7 +165,7 @@ class Trainer:
         saved = json.loads(state["config"])
         for key in ("lr", "weight_decay", "batch_size", "seed", "warmup_steps"):
             if saved[key] != getattr(self.cfg, key):
-                raise ValueError(f"{path} was written with {key}={saved[key]!r} but this run has "
+                raise UncoverError(f"{path} was written with {key}={saved[key]!r} but this run has "
                                  f"{key}={getattr(self.cfg, key)!r}; use a new out_dir or resume=False")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -214,35 +216,31 @@ class Trainer:
             self.evaluate()
             if 0 in save_at:
                 self._save_checkpoint()
-        bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                       disable=not self.progress)
         stopped = self._reached_stop(self.metrics[-1]) if self.metrics else False
-        with bar:
-            task_id = bar.add_task("train", total=cfg.steps, completed=self.step, info="")
-            while self.step < cfg.steps and not stopped:
-                t0 = time.perf_counter()
-                batch = self.task.batch(self.step, cfg.batch_size, self.generator)
-                loss = self.task.loss(self.model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.scheduler.step()
-                if cfg.fixed_norm is not None:
-                    self._rescale_to_norm(cfg.fixed_norm)
-                self.step += 1
-                self.train_losses.append(float(loss.detach()))
-                self.seconds += time.perf_counter() - t0
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    t1 = time.perf_counter()
-                    row = self.evaluate()
-                    self.seconds += time.perf_counter() - t1
-                    stopped = self._reached_stop(row)
-                    info = " ".join(f"{k}={v:.3g}" for k, v in row.items() if k.endswith(("loss", "acc")))
-                    bar.update(task_id, info=info)
-                if self.step in save_at or stopped:
-                    self._save_checkpoint()
-                bar.update(task_id, completed=self.step)
+        steps = self.progress(range(self.step, cfg.steps if not stopped else self.step), "training")
+        for _ in steps:
+            t0 = time.perf_counter()
+            batch = self.task.batch(self.step, cfg.batch_size, self.generator)
+            loss = self.task.loss(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if cfg.fixed_norm is not None:
+                self._rescale_to_norm(cfg.fixed_norm)
+            self.step += 1
+            self.train_losses.append(float(loss.detach()))
+            self.seconds += time.perf_counter() - t0
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                t1 = time.perf_counter()
+                row = self.evaluate()
+                self.seconds += time.perf_counter() - t1
+                stopped = self._reached_stop(row)
+                show_status(steps, " ".join(f"{k}={v:.3g}" for k, v in row.items() if k.endswith(("loss", "acc"))))
+            if self.step in save_at or stopped:
+                self._save_checkpoint()
+            if stopped:
+                break
         self._write_metrics()
         self.save_resume()
         return TrainResult(self.metrics, self.train_losses, dict(self.checkpoints), self.step, self.seconds,

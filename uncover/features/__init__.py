@@ -2,6 +2,6 @@
 transcoders (training, evaluation, SAELens format), and feature / neuron dashboards.
 
     from uncover.features.sae import SAE, SAEConfig
-    from uncover.features.training import TrainConfig, train_sae
+    from uncover.features.training import SAETrainConfig, train_sae
     from uncover.features.evals import evaluate_sae
 """

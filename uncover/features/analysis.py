@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import torch
 
 from uncover.core import interventions
+from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE
 
@@ -91,13 +92,13 @@ def top_contexts_from_batches(
 
 def top_contexts(
     model: "Model", unit_fn: UnitFn, tokens: torch.Tensor, n_top: int = 10, batch_size: int = 8,
-    progress=None,
+    progress: Progress = no_progress,
 ) -> TopContexts:
     """Scan tokens [n_seqs, seq_len] and keep each unit's n_top most activating sequences."""
     if n_top > len(tokens):
         raise UncoverError(f"n_top={n_top} exceeds the {len(tokens)} sequences searched; pass more tokens")
     starts = range(0, len(tokens), batch_size)
-    starts = progress(starts, "top contexts") if progress else starts
+    starts = progress(starts, "top contexts")
     return top_contexts_from_batches((unit_fn(model, tokens[s:s + batch_size]) for s in starts), tokens, n_top)
 
 

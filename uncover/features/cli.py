@@ -10,23 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from uncover.cli import load_model as _load
+from uncover.core.results import RichProgress
 
 console = Console()
 toy_app = typer.Typer(no_args_is_help=True, help="Toy models (superposition).")
 sae_app = typer.Typer(no_args_is_help=True, help="Sparse autoencoders and transcoders: train, evaluate, browse.")
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console)
-
-
-def _tracked(progress):
-    def wrap(items, description="", total=None):
-        return progress.track(items, description=description, total=total)
-    return wrap
 
 
 @toy_app.command("superposition")
@@ -84,7 +72,7 @@ def train_command(
     from uncover.data.corpus import corpus_tokens
     from uncover.features.sae import SAE, SAEConfig
     from uncover.features.store import ShuffleBuffer, harvest
-    from uncover.features.training import TrainConfig, lr_for_width, train_sae
+    from uncover.features.training import SAETrainConfig, lr_for_width, train_sae
 
     m = _load(model)
     hook = hook or f"blocks.{m.cfg.n_layers // 2}.hook_resid_post"
@@ -102,10 +90,11 @@ def train_command(
     stream = ShuffleBuffer(m, [hook] + ([hook_out] if hook_out else []), toks, batch_size=batch_size,
                            buffer_tokens=max(16 * batch_size, 65_536), seed=seed)
     batches = (b[hook] if not hook_out else (b[hook], b[hook_out]) for b in stream)
-    tcfg = TrainConfig(total_tokens=tokens, batch_size=batch_size, lr=lr or lr_for_width(cfg.d_sae),
-                       checkpoint_dir=str(out / "checkpoint"), checkpoint_every=50, seed=seed,
-                       dead_after_tokens=min(1_000_000, tokens // 4))
-    history = train_sae(sae, batches, tcfg, progress=True)
+    tcfg = SAETrainConfig(total_tokens=tokens, batch_size=batch_size, lr=lr or lr_for_width(cfg.d_sae),
+                          checkpoint_dir=str(out / "checkpoint"), checkpoint_every=50, seed=seed,
+                          dead_after_tokens=min(1_000_000, tokens // 4))
+    with RichProgress() as progress:
+        history = train_sae(sae, batches, tcfg, progress=progress)
     sae.save(out)
     console.print(f"explained variance {history.explained_variance[-1]:.3f}, L0 {history.l0[-1]:.1f}, "
                   f"dead {100 * history.dead_fraction[-1]:.1f}%; saved to {out}/ (SAELens format)")
@@ -155,9 +144,8 @@ def dashboard_command(
     sae = SAE.load(path)
     m = _load(model)
     chosen = [int(x) for x in latents.split(",")] if latents else None
-    with _progress() as progress:
-        page = feature_dashboard(m, sae, corpus_tokens(m, n_seqs, seq_len, seed=2), chosen,
-                                 progress=_tracked(progress))
+    with RichProgress() as progress:
+        page = feature_dashboard(m, sae, corpus_tokens(m, n_seqs, seq_len, seed=2), chosen, progress=progress)
     out.write_text(page)
     console.print(f"dashboard written to {out}")
 
@@ -179,8 +167,8 @@ def neurons_command(
         raise typer.BadParameter(f"layer must be in 0..{m.cfg.n_layers - 1}")
     toks = corpus_tokens(m, n_seqs, seq_len, seed=0)
     ids = [int(x) for x in neurons.split(",")] if neurons else most_active_neurons(m, layer, toks)
-    with _progress() as progress:
-        report = analyse_neurons(m, layer, ids, toks, n_top=min(5, n_seqs), progress=_tracked(progress))
+    with RichProgress() as progress:
+        report = analyse_neurons(m, layer, ids, toks, n_top=min(5, n_seqs), progress=progress)
     data = report.to_dict(m)
     table = Table("neuron", "max act", "polysemanticity", "top context (peak token in [])", "promotes")
     for card in data["cards"]:

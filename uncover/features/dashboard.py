@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from uncover.core.results import Progress, no_progress
 from uncover.features.analysis import (
     activation_histogram, context_window, logit_effects, polysemanticity, sae_latents, top_contexts,
 )
@@ -23,7 +24,7 @@ table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ddd;padd
 
 def feature_cards(
     model: "Model", sae: SAE, tokens: torch.Tensor, latents: Sequence[int] | None = None, n_top: int = 8,
-    n_default: int = 12, progress=None,
+    n_default: int = 12, progress: Progress = no_progress,
 ) -> list[dict[str, Any]]:
     """JSON-able cards for ``latents`` (default: the n_default most frequent latents firing on < 5% of
     tokens) over tokens [n_seqs, seq_len]."""
@@ -68,7 +69,8 @@ def cards_page(title: str, cards: Sequence[dict[str, Any]]) -> str:
 
 
 def feature_dashboard(
-    model: "Model", sae: SAE, tokens: torch.Tensor, latents: Sequence[int] | None = None, progress=None
+    model: "Model", sae: SAE, tokens: torch.Tensor, latents: Sequence[int] | None = None,
+    progress: Progress = no_progress,
 ) -> str:
     """The HTML dashboard page for an SAE's latents."""
     cards = feature_cards(model, sae, tokens, latents, progress=progress)

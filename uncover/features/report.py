@@ -84,7 +84,7 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
     from uncover.features.evals import evaluate_sae
     from uncover.features.sae import SAE, SAEConfig
     from uncover.features.store import iter_harvest
-    from uncover.features.training import TrainConfig, train_sae
+    from uncover.features.training import SAETrainConfig, train_sae
 
     layer = model.cfg.n_layers // 2
     hook, neuron_hook = f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.mlp.hook_post"
@@ -102,9 +102,9 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
     sae = SAE(cfg, seed=ctx.seed)
     gen = torch.Generator().manual_seed(ctx.seed)
     batches = (acts[torch.randperm(len(acts), generator=gen)] for _ in range(epochs))
-    tcfg = TrainConfig(total_tokens=epochs * len(acts), batch_size=1024, lr=1e-3, warmup_steps=20, log_every=5,
-                       dead_after_tokens=len(acts) // 2, seed=ctx.seed)
-    history = train_sae(sae, ctx.progress(batches, "training SAE", total=epochs), tcfg, progress=False)
+    tcfg = SAETrainConfig(total_tokens=epochs * len(acts), batch_size=1024, lr=1e-3, warmup_steps=20, log_every=5,
+                          dead_after_tokens=len(acts) // 2, seed=ctx.seed)
+    history = train_sae(sae, batches, tcfg, progress=ctx.progress)
     sae.save(ctx.work_dir / "sae")
     result = evaluate_sae(model, sae, eval_tokens)
     metrics = {k: v for k, v in result.to_dict().items() if k != "feature_density"}

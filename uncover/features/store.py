@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -64,12 +65,11 @@ def harvest(
 
 def iter_harvest(
     model: "Model", names: Sequence[str], tokens: torch.Tensor, model_batch_size: int = 8,
-    skip_positions: int = 0, progress=None,
+    skip_positions: int = 0, progress: Progress = no_progress,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Harvest ``tokens`` [n_seqs, pos] in chunks of ``model_batch_size`` sequences."""
     starts = range(0, len(tokens), model_batch_size)
-    if progress is not None:
-        starts = progress(starts, "harvesting activations")
+    starts = progress(starts, "harvesting activations")
     for s in starts:
         yield harvest(model, names, tokens[s:s + model_batch_size], skip_positions)
 
@@ -136,7 +136,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def harvest_to_disk(
     model: "Model", names: Sequence[str], tokens: torch.Tensor, out_dir: str | Path,
     seqs_per_shard: int = 64, model_batch_size: int = 8, skip_positions: int = 0,
-    dtype: torch.dtype = torch.float32, progress=None,
+    dtype: torch.dtype = torch.float32, progress: Progress = no_progress,
 ) -> "DiskActivations":
     """Write activations at ``names`` for tokens [n_seqs, pos] as shards under ``out_dir``; resumable.
 
@@ -160,8 +160,7 @@ def harvest_to_disk(
         shards = [s for s in old["shards"] if (out / s["file"]).exists() and _sha256(out / s["file"]) == s["sha256"]]
     done = {s["first_seq"] for s in shards}
     starts = [s for s in range(0, len(tokens), seqs_per_shard) if s not in done]
-    if progress is not None:
-        starts = progress(starts, "harvesting to disk")
+    starts = progress(starts, "harvesting to disk")
     for first in starts:
         part = tokens[first:first + seqs_per_shard]
         acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}

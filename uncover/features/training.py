@@ -1,5 +1,5 @@
 """Train an SAE or transcoder on activation batches: Adam, warm-up and decay, dead-latent tracking,
-decoder-norm handling, checkpoints that resume, and a progress bar with live L0 / explained variance /
+decoder-norm handling, checkpoints that resume, and progress (any uncover Progress) with a live L0 / explained variance /
 dead fraction.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from uncover.core.results import Progress, no_progress, show_status
+from uncover.core.scoped import seeded
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE
 
@@ -20,7 +22,7 @@ Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class TrainConfig:
+class SAETrainConfig:
     """Optimisation settings.
 
     total_tokens: stop after this many training tokens (rounded down to whole batches).
@@ -62,7 +64,7 @@ class TrainHistory:
     lr: list[float] = field(default_factory=list)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: SAETrainConfig) -> float:
     """Multiplier on cfg.lr: linear warm-up, constant, then linear decay to 0 over the last decay_fraction."""
     warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
     decay_start = cfg.total_steps * (1 - cfg.decay_fraction)
@@ -92,10 +94,10 @@ def _rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
         rest = None if usable == len(x) else (x[usable:] if t is None else (x[usable:], t[usable:]))
 
 
-class Trainer:
+class SAETrainer:
     """Holds the SAE, Adam state, dead-latent counters and history; ``fit(batches)`` trains."""
 
-    def __init__(self, sae: SAE, cfg: TrainConfig):
+    def __init__(self, sae: SAE, cfg: SAETrainConfig):
         self.sae, self.cfg = sae, cfg
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True)
         self.step = 0
@@ -174,7 +176,7 @@ class Trainer:
                 "explained_variance": float(1 - out["mse"] / variance), "l0": float(out["l0"]),
                 "dead_fraction": float(dead.float().mean()), "lr": cfg.lr * factor}
 
-    def fit(self, batches: Iterable[Batch], progress: bool = True) -> TrainHistory:
+    def fit(self, batches: Iterable[Batch], progress: Progress = no_progress) -> TrainHistory:
         """Train until cfg.total_tokens; ``batches`` yields x or (x, target) tensors of any row count.
 
         After resuming from a checkpoint, the batches already consumed are skipped, so pass the same
@@ -186,22 +188,20 @@ class Trainer:
         stream = _rebatch(batches, cfg.batch_size)
         for _ in range(self.step):
             next(stream, None)
-        bar = _progress_bar(progress, cfg.total_steps, self.step)
         last = None
-        try:
-            while self.step < cfg.total_steps:
-                batch = next(stream, None)
-                if batch is None:
-                    break
-                x, target = _split(batch)
-                last = self.train_step(x, target)
-                if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
-                    self._log(last)
-                    bar.update(self.step, last)
-                if cfg.checkpoint_dir and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint(cfg.checkpoint_dir)
-        finally:
-            bar.close()
+        steps = progress(range(self.step, cfg.total_steps), "training SAE")
+        for _ in steps:
+            batch = next(stream, None)
+            if batch is None:
+                break
+            x, target = _split(batch)
+            last = self.train_step(x, target)
+            if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
+                self._log(last)
+                show_status(steps, f"L0 {last['l0']:.1f}  EV {last['explained_variance']:.3f}  "
+                                   f"dead {last['dead_fraction']:.1%}")
+            if cfg.checkpoint_dir and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint(cfg.checkpoint_dir)
         if self.step < cfg.total_steps and last is None and self.step == 0:
             raise UncoverError("the batch stream was empty; harvest more tokens")
         if cfg.checkpoint_dir:
@@ -216,34 +216,12 @@ class Trainer:
             getattr(h, key).append(m[key])
 
 
-class _progress_bar:
-    """A rich progress bar showing live L0, explained variance and dead fraction (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("training SAE"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=total, completed=start, stats="")
-
-    def update(self, step: int, m: dict[str, float]) -> None:
-        if self.progress is not None:
-            stats = f"L0 {m['l0']:.1f}  EV {m['explained_variance']:.3f}  dead {m['dead_fraction']:.1%}"
-            self.progress.update(self.task, completed=step, stats=stats)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def train_sae(sae: SAE, batches: Iterable[Batch], cfg: TrainConfig, progress: bool = True) -> TrainHistory:
-    """Train ``sae`` in place on ``batches`` (x or (x, target) tensors); resumes from cfg.checkpoint_dir."""
-    torch.manual_seed(cfg.seed)
-    return Trainer(sae, cfg).fit(batches, progress=progress)
+def train_sae(sae: SAE, batches: Iterable[Batch], cfg: SAETrainConfig,
+              progress: Progress = no_progress) -> TrainHistory:
+    """Train ``sae`` in place on ``batches`` (x or (x, target) tensors); resumes from cfg.checkpoint_dir.
+    Draws seeded by ``cfg.seed`` come from the global RNG, whose state is restored afterwards."""
+    with seeded(cfg.seed):
+        return SAETrainer(sae, cfg).fit(batches, progress=progress)
 
 
 def lr_for_width(d_sae: int) -> float:

@@ -1,10 +1,11 @@
 """Collect one activation per text (at a chosen token position) from many layers at once."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def collect_activations(
     site: str = "hook_resid_post",
     position: "str | int" = "last",
     batch_size: int = 32,
-    progress: Callable[..., Iterable] | None = None,
+    progress: Progress = no_progress,
 ) -> torch.Tensor:
     """Activations of ``blocks.{l}.{site}`` at one token per text: [len(layers), len(texts), *rest].
 
@@ -52,8 +53,7 @@ def collect_activations(
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     names = [f"blocks.{l}.{site}" for l in layers]
     batches = range(0, len(texts), batch_size)
-    if progress is not None:
-        batches = progress(batches, f"activations at {len(layers)} layers")
+    batches = progress(batches, f"activations at {len(layers)} layers")
     out: list[torch.Tensor] = []
     for start in batches:
         tokens, mask = model.to_tokens(list(texts[start:start + batch_size]), return_mask=True)

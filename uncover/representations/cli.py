@@ -7,16 +7,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import track
 from rich.table import Table
 
 from uncover.cli import load_model as _load
+from uncover.core.results import RichProgress
 
 console = Console()
-
-
-def _progress(items, description: str = "", total=None):
-    return track(items, description=description, total=total, console=console)
+_progress = RichProgress()  # one rich bar per long-running step
 
 
 def _write_figure(fig, out: Path, name: str) -> Path:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from uncover.core.interventions import add_vector
+from uncover.core.results import Progress, no_progress
 from uncover.data.facts import Fact
 from uncover.errors import UncoverError
 from uncover.representations.activations import collect_activations
@@ -60,13 +61,13 @@ class ITI:
 
 
 def head_probe_accuracy(z: torch.Tensor, labels: Sequence[int], test_frac: float = 0.3, seed: int = 0,
-                        progress: Callable[..., Iterable] | None = None) -> torch.Tensor:
+                        progress: Progress = no_progress) -> torch.Tensor:
     """Held-out logistic-probe accuracy of each head from ``z [n_layers, n, n_heads, d_head]`` -> [n_layers, n_heads]."""
     y = torch.as_tensor(labels).long()
     train, test = split_indices(y, test_frac, seed)
     L, _, H, _ = z.shape
     acc = torch.zeros(L, H)
-    layers = range(L) if progress is None else progress(range(L), "ITI head probes")
+    layers = progress(range(L), "ITI head probes")
     for l in layers:
         for h in range(H):
             acc[l, h] = LogisticProbe(C=0.1).fit(z[l, train, h], y[train]).score(z[l, test, h], y[test])
@@ -74,7 +75,7 @@ def head_probe_accuracy(z: torch.Tensor, labels: Sequence[int], test_frac: float
 
 
 def fit_iti(model: "Model", texts: Sequence[str], labels: Sequence[int], top_k: int = 16, seed: int = 0,
-            progress: Callable[..., Iterable] | None = None) -> ITI:
+            progress: Progress = no_progress) -> ITI:
     """Probe every head on true/false statements (last token), keep the ``top_k`` most accurate."""
     if not 1 <= top_k <= model.cfg.n_layers * model.cfg.n_heads:
         raise UncoverError(f"top_k must be between 1 and {model.cfg.n_layers * model.cfg.n_heads}, got {top_k}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+from uncover.core.results import Progress, no_progress
+from uncover.core.scoped import seeded
 from uncover.errors import UncoverError, closest
 from uncover.representations.storage import load_folder, save_folder
 
@@ -233,8 +235,9 @@ class MLPProbe(Probe):
         self.mean = self.std = None
 
     def _build(self, d: int) -> torch.nn.Sequential:
-        torch.manual_seed(self.seed)
-        return torch.nn.Sequential(torch.nn.Linear(d, self.hidden), torch.nn.ReLU(), torch.nn.Linear(self.hidden, 1))
+        with seeded(self.seed):
+            return torch.nn.Sequential(torch.nn.Linear(d, self.hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(self.hidden, 1))
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> "MLPProbe":
         X = as_features(X)
@@ -376,7 +379,7 @@ def split_indices(labels: ArrayLike, test_frac: float = 0.25, seed: int = 0) -> 
 def layer_sweep(acts: torch.Tensor, labels: ArrayLike, probe: str = "logistic", layers: Sequence[int] | None = None,
                 test_frac: float = 0.25, seed: int = 0,
                 transfer: dict[str, tuple[torch.Tensor, ArrayLike]] | None = None,
-                progress: Callable[..., Iterable] | None = None, **params: Any) -> LayerSweep:
+                progress: Progress = no_progress, **params: Any) -> LayerSweep:
     """Fit one probe per layer on ``acts [n_layers, n, d]`` (from ``collect_activations``).
 
     The same stratified split is used at every layer. transfer: name -> (acts [n_layers, m, d], labels)
@@ -392,7 +395,7 @@ def layer_sweep(acts: torch.Tensor, labels: ArrayLike, probe: str = "logistic", 
     transfer = transfer or {}
     train_acc, test_acc = [], []
     moved = {name: [] for name in transfer}
-    steps = range(len(layers)) if progress is None else progress(range(len(layers)), f"{probe} probes by layer")
+    steps = progress(range(len(layers)), f"{probe} probes by layer")
     for i in steps:
         p = make_probe(probe, **params).fit(acts[i, train], y[train])
         train_acc.append(p.score(acts[i, train], y[train]))

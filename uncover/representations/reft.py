@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from uncover.core.hooks import HookPoint
+from uncover.core.results import Progress, no_progress
+from uncover.core.scoped import frozen, seeded
 from uncover.data.icl import icl_task
 from uncover.errors import UncoverError
 from uncover.representations.storage import load_folder, save_folder
@@ -76,9 +78,9 @@ class Reft(nn.Module):
             raise UncoverError("pass at least one layer to intervene on")
         self.d_model, self.layers, self.kind, self.rank = d_model, list(layers), kind, rank
         self.positions = list(positions)
-        torch.manual_seed(seed)
-        self.edits = nn.ModuleDict({str(l): LoReFT(d_model, rank) if kind == "loreft" else RED(d_model)
-                                    for l in self.layers})
+        with seeded(seed):
+            self.edits = nn.ModuleDict({str(l): LoReFT(d_model, rank) if kind == "loreft" else RED(d_model)
+                                        for l in self.layers})
 
     @property
     def n_parameters(self) -> int:
@@ -130,7 +132,7 @@ def _answer_ids(model: "Model", answers: Sequence[str]) -> torch.Tensor:
 
 def train_reft(model: "Model", reft: Reft, prompts: Sequence[str], answers: Sequence[str], steps: int = 100,
                lr: float = 5e-3, weight_decay: float = 0.0,
-               progress: Callable[..., Iterable] | None = None) -> list[float]:
+               progress: Progress = no_progress) -> list[float]:
     """Train ``reft`` (model frozen) so each prompt's next token is the first token of ``" " + answer``;
     full-batch AdamW. Returns the loss (nats) at each step."""
     if len(prompts) != len(answers) or not prompts:
@@ -139,12 +141,9 @@ def train_reft(model: "Model", reft: Reft, prompts: Sequence[str], answers: Sequ
     targets = _answer_ids(model, answers).to(model.device)
     reft.to(model.device)
     opt = torch.optim.AdamW(reft.parameters(), lr=lr, weight_decay=weight_decay)
-    for p in model.hf.parameters():
-        p.requires_grad_(False)
     losses = []
-    steps_iter = range(steps) if progress is None else progress(range(steps), f"training {reft.kind}")
-    with torch.enable_grad():
-        for _ in steps_iter:
+    with torch.enable_grad(), frozen(model.hf):  # the caller's requires_grad flags come back on exit
+        for _ in progress(range(steps), f"training {reft.kind}"):
             logits = model.run_with_hooks(tokens, reft.hooks(), attention_mask=mask)
             loss = nn.functional.cross_entropy(logits[:, -1].float(), targets)
             opt.zero_grad()
@@ -179,7 +178,7 @@ class ReftResult:
 
 def reft_experiment(model: "Model", task_name: str = "antonyms", kind: str = "loreft", layer: int | None = None,
                     rank: int = 4, steps: int = 30, lr: float = 5e-3, seed: int = 0,
-                    progress: Callable[..., Iterable] | None = None) -> ReftResult:
+                    progress: Progress = no_progress) -> ReftResult:
     """Train on zero-shot prompts of half a task's pairs; score on the other half."""
     train, test = icl_task(task_name).split(0.5, seed)
     layer = 2 * model.cfg.n_layers // 5 if layer is None else layer

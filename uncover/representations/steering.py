@@ -23,6 +23,7 @@ import torch
 
 from uncover.core.hooks import Fn, HookPoint
 from uncover.core.interventions import add_vector
+from uncover.core.results import Progress, no_progress
 from uncover.data.contrast import NEUTRAL_PROMPTS, Concept, concept, contrast_pairs
 from uncover.data.corpus import corpus_tokens
 from uncover.errors import UncoverError
@@ -169,14 +170,14 @@ class SteeringResult:
 def measure_steering(model: "Model", hooks_for: Callable[[float], Hooks], c: Concept,
                      coefficients: Sequence[float], method: str = "", prompts: Sequence[str] = NEUTRAL_PROMPTS,
                      n_text: int = 8, text_len: int = 64, sample_prompt: str | None = "I think that",
-                     sample_tokens: int = 12, progress: Callable[..., Iterable] | None = None) -> SteeringResult:
+                     sample_tokens: int = 12, progress: Progress = no_progress) -> SteeringResult:
     """Behaviour (concept log-odds on ``prompts``) and cost (perplexity on ``n_text`` corpus windows of
     ``text_len`` tokens) for each coefficient; ``hooks_for(coeff)`` builds the steering hooks."""
     if not coefficients:
         raise UncoverError("pass at least one steering coefficient")
     text = corpus_tokens(model, n_text, text_len)
     behaviour, ppl, samples = [], [], []
-    coeffs = list(coefficients) if progress is None else progress(list(coefficients), f"steering ({method})")
+    coeffs = progress(list(coefficients), f"steering ({method})")
     for coeff in coeffs:
         hooks = hooks_for(float(coeff))
         behaviour.append(float(concept_log_odds(model, prompts, c, hooks).mean()))
@@ -189,7 +190,7 @@ def measure_steering(model: "Model", hooks_for: Callable[[float], Hooks], c: Con
 
 def steer(model: "Model", method: str = "caa", concept_name: str = "sentiment", layer: int | None = None,
           coefficients: Sequence[float] = (-8, -4, -2, 0, 2, 4, 8), n_pairs: int = 64,
-          progress: Callable[..., Iterable] | None = None, **measure: Any) -> SteeringResult:
+          progress: Progress = no_progress, **measure: Any) -> SteeringResult:
     """Build a ``method`` ("caa", "repe" or "actadd") steering vector for a concept and measure it.
 
     layer: the steering layer (CAA, ActAdd; default the middle layer); RepE uses the middle third.
