@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from uncover.core.results import Progress, no_progress
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -23,13 +25,14 @@ class ReportContext:
     full: run the full-size reproduction instead of the quick default.
     seed: the seed every section should use for sampling.
     work_dir: a folder private to this section for large artefacts (checkpoints, SAEs).
-    progress: wraps an iterable in a progress bar, ``ctx.progress(items, "what")``.
+    progress: the uncover Progress (``uncover.core.results``): ``ctx.progress(items, "what")`` reports a loop;
+        pass it on to any long-running function's ``progress=``.
     """
 
     full: bool = False
     seed: int = 0
     work_dir: Path = field(default_factory=lambda: Path("."))
-    progress: Callable[..., Iterable] = lambda items, description="", total=None: items
+    progress: Progress = no_progress
 
 
 class Section(Protocol):
