@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any, Iterable
 
-NUMBER = re.compile(r"(?:(?<=[\s(\[=:,/{])|^)[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w.])")
+NUMBER = re.compile(r"(?:(?<=[\s(\[=:,/{])|^)[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?!\w)(?!\.\d)")
 
 
 def visible_text(page: str) -> str:

@@ -12,8 +12,21 @@ from typing import Any, Iterator
 
 import torch
 
+from uncover.report import claims as C
 from uncover.report import html as H
 from uncover.report.section import ReportContext
+
+# cut-offs of the findings' and captions' wording (uncover.report.claims); each is printed with its claim
+FALLEN = C.Threshold("fallen", 0.5, "fraction of its first measured value")  # a loss "has fallen" below this
+EXCLUDED_RISE = C.Threshold("excluded_rise", 0.1, "excluded loss change", "nats")
+FOURIER_SPARSE = C.Threshold("fourier_sparse", 0.5, "Gini coefficient of the embedding's Fourier norms")
+LOSS_GAP = C.Threshold("loss_gap", 0.1, "loss gap", "nats")  # L / U shapes and "fell"
+MEMORISED = C.Threshold("memorised", 0.5, "accuracy on the corrupted labels")  # as classify_phase
+MEM_DROP = C.Threshold("mem_drop", 0.2, "drop in accuracy on the corrupted labels")
+REMOVED = C.Threshold("removed", 0.05, "accuracy on the corrupted labels after pruning")
+INDUCTION_FORMED = C.Threshold("induction_formed", 0.3, "best induction score")
+PEAK_RATIO = C.Threshold("peak_ratio", 1.5, "peak / lowest test MSE on each side")
+NEAR_N_TRAIN = C.Threshold("near_n_train", 1.2, "peak width / n_train (or its inverse)")
 
 
 @contextmanager
@@ -100,18 +113,16 @@ class DynamicsSection:
         grok = data["grok"]
         parts += ["<h3>Grokking modular addition</h3>", H.findings(_grok_findings(grok)),
                   H.plotly_figure(plots.grok_curves(grok), "Loss and accuracy with the detected phases shaded."),
-                  H.plotly_figure(plots.grok_measures(grok), "Restricted loss falls before the test loss; excluded "
-                                  "loss rises as the model stops relying on memorisation."),
-                  H.plotly_figure(plots.embed_frequencies(grok), "The final embedding is sparse in the Fourier basis.")]
+                  H.plotly_figure(plots.grok_measures(grok), _measures_caption(grok)),
+                  H.plotly_figure(plots.embed_frequencies(grok), _fourier_caption(grok))]
         sling = data["slingshots"]
         free = data.get("init_decay_sweep", [])
         parts += ["<h3>Slingshots and weight norm</h3>", H.findings(_sling_findings(sling, data["norm_sweep"], free)),
                   H.plotly_figure(plots.slingshots(sling), "Training loss and last-layer norm; spikes marked."),
-                  H.plotly_figure(plots.lu_curves(data["norm_sweep"], free),
-                                  "Train loss is L-shaped, test loss U-shaped against the weight norm.")]
+                  H.plotly_figure(plots.lu_curves(data["norm_sweep"], free), _lu_caption(data["norm_sweep"]))]
         mem = data["memorization"]
         parts += ["<h3>Memorisation with corrupted labels</h3>", H.findings(_mem_findings(mem)),
-                  H.plotly_figure(plots.memorization(mem), "Pruning low-IPR neurons removes memorisation.")]
+                  H.plotly_figure(plots.memorization(mem), _pruning_caption(mem))]
         if "phase_diagram" in data:
             rows = data["phase_diagram"]
             parts.append(H.plotly_figure(plots.phase_diagram(rows), "Doshi et al.'s phases over corruption x weight decay."))
@@ -119,7 +130,7 @@ class DynamicsSection:
                                    f"{r.get('corrupt_mem_acc', 0):.3f}", f"{r['mean_ipr']:.3f}"] for r in rows],
                                  ["corrupted", "weight decay", "phase", "test acc", "corrupted memorised", "mean IPR"]))
         ind = data["induction"]
-        parts += ["<h3>Induction heads form in a phase change</h3>", H.findings(_induction_findings(ind)),
+        parts += ["<h3>Induction heads during training</h3>", H.findings(_induction_findings(ind)),
                   H.plotly_figure(plots.induction(ind), "ICL score and head scores over training.")]
         dd = data["double_descent"]
         parts += ["<h3>Double descent</h3>", H.findings(_dd_findings(dd)),
@@ -136,10 +147,12 @@ def _grok_findings(g: dict[str, Any]) -> list[str]:
            f"after {g['steps_done']} steps ({g['train_seconds']:.0f} s of training)."]
     if ph["memorised"] is not None:
         out.append(f"Memorisation: train accuracy reached 99% at step {ph['memorised']}.")
-    if ph["generalised"] is not None:
+    if ph["generalised"] is not None and ph["memorised"] is not None and ph["cleanup_start"] is not None:
         out.append(f"Circuit formation ran from step {ph['memorised']} to {ph['cleanup_start']}, and cleanup to "
                    f"step {ph['generalised']} where test accuracy reached 99% "
-                   f"({ph['generalised'] / max(ph['memorised'] or 1, 1):.1f}x later than memorisation).")
+                   f"({ph['generalised'] / max(ph['memorised'], 1):.1f}x the memorisation step).")
+    elif ph["generalised"] is not None:
+        out.append(f"Test accuracy reached 99% at step {ph['generalised']}.")
     else:
         out.append("Test accuracy did not reach 99% within the run.")
     m0, m1 = g["measures"][0], g["measures"][-1]
@@ -163,9 +176,12 @@ def _sling_findings(s: dict[str, Any], sweep: list[dict[str, Any]], free: list[d
         growth = f"; the last-layer norm grew {sp['norm_growth']:.2f}x over the 50 steps before" if sp["norm_growth"] else ""
         out.append(f"Spike at step {sp['peak']}: loss {sp['loss_before']:.2g} -> {sp['loss_peak']:.2g}{rel}{growth}.")
     best = min(sweep, key=lambda r: r["test_loss"])
-    out.append(f"Training at fixed weight norms, train loss fell from {sweep[0]['train_loss']:.2f} (norm "
-               f"{sweep[0]['norm']}) to {sweep[-1]['train_loss']:.3f} (norm {sweep[-1]['norm']}), while test loss was "
-               f"lowest ({best['test_loss']:.2f}, test accuracy {best['test_acc']:.1%}) at norm {best['norm']}.")
+    fell = C.direction(sweep[0]["train_loss"] - sweep[-1]["train_loss"], LOSS_GAP, "fell", "rose",
+                       "did not clearly change")
+    out.append(f"Training at fixed weight norms, train loss {fell.word} from {sweep[0]['train_loss']:.2f} (norm "
+               f"{sweep[0]['norm']}) to {sweep[-1]['train_loss']:.3f} (norm {sweep[-1]['norm']}; {fell.test}), while "
+               f"test loss was lowest ({best['test_loss']:.2f}, test accuracy {best['test_acc']:.1%}) at norm "
+               f"{best['norm']}.")
     for r in free:
         out.append(f"Free run with initial scale x{r['init_scale']} and weight decay {r['weight_decay']}: final norm "
                    f"{r['final_norm']:.1f}, train loss {r['train_loss']:.3f}, test loss {r['test_loss']:.2f} "
@@ -175,9 +191,10 @@ def _sling_findings(s: dict[str, Any], sweep: list[dict[str, Any]], free: list[d
 
 def _mem_findings(m: dict[str, Any]) -> list[str]:
     c, f = m["config"], m["final"]
+    mem = C.at_least(f.get("corrupt_mem_acc", 0.0), MEMORISED, "memorised", "not memorised")
     out = [f"An MLP (width {c['width']}, {c['act_fn']} activation) on (a + b) mod {c['p']} with {c['corrupt_frac']:.0%} "
            f"of training labels corrupted: test accuracy {f['test_acc']:.1%}, accuracy on the corrupted labels "
-           f"{f.get('corrupt_mem_acc', 0):.1%} (memorised) -> phase '{m['phase']}'."]
+           f"{f.get('corrupt_mem_acc', 0):.1%} ({mem.word}: {mem.test}) -> phase '{m['phase']}'."]
     ipr = sorted(m["neuron_ipr"])
     out.append(f"Neuron IPR (1 = a single Fourier frequency): median {ipr[len(ipr) // 2]:.2f}, "
                f"10th percentile {ipr[len(ipr) // 10]:.2f}, 90th percentile {ipr[9 * len(ipr) // 10]:.2f}.")
@@ -194,13 +211,19 @@ def _mem_findings(m: dict[str, Any]) -> list[str]:
 
 def _induction_findings(d: dict[str, Any]) -> list[str]:
     first, last = d["curves"][0], d["curves"][-1]
+    formed = C.at_least(max(max(row) for row in d["final_induction_scores"]), INDUCTION_FORMED,
+                        "Induction heads formed", "No induction head formed")
+    window = 2 * d["config"]["eval_every"]
+    together = ("the two coincide in one phase change" if _close(d) else "they do not coincide") + \
+        f" (same phase change: within {window} steps of each other)"
     return [f"A 2-layer attention-only transformer on repeated random sequences: the ICL score (late minus early "
             f"loss) went from {first['icl_score']:.2f} to {last['icl_score']:.2f} nats and the best induction score "
             f"from {first['induction_score']:.2f} to {last['induction_score']:.2f}.",
+            f"{formed.word} ({formed.test}): at the end the strongest induction head is "
+            f"{_best_head(d['final_induction_scores'])} and the strongest previous-token head is "
+            f"{_best_head(d['final_prev_token_scores'])}.",
             f"The ICL score fell fastest at step {d['icl_change_step']} and the induction score rose fastest at step "
-            f"{d['induction_change_step']}" + (": the two coincide in one phase change." if _close(d) else "."),
-            f"At the end the strongest induction head is {_best_head(d['final_induction_scores'])} and the strongest "
-            f"previous-token head is {_best_head(d['final_prev_token_scores'])}."]
+            f"{d['induction_change_step']}: {together}."]
 
 
 def _close(d: dict[str, Any]) -> bool:
@@ -218,10 +241,78 @@ def _dd_findings(d: dict[str, Any]) -> list[str]:
     c = d["config"]
     w, t = d["widths"], d["test_loss"]
     i = w.index(d["peak_width"])
-    low_before = min(t[:i]) if i else t[0]
-    return [f"Random-features regression with {c['n_train']} noisy training points (noise std {c['noise']}): test MSE "
-            f"falls to {low_before:.2f}, peaks at {t[i]:.1f} at width {d['peak_width']} (the interpolation threshold), "
-            f"and falls again to {t[-1]:.2f} at width {w[-1]}."]
+    head = f"Random-features regression with {c['n_train']} noisy training points (noise std {c['noise']}): "
+    if i == 0 or i == len(w) - 1:
+        return [head + f"test MSE is highest ({t[i]:.2f}) at the {'smallest' if i == 0 else 'largest'} width "
+                f"{w[i]}: no peak between widths, so no double descent in this sweep."]
+    low_before, low_after = min(t[:i]), min(t[i + 1:])
+    peak = C.at_least(t[i] / max(low_before, low_after, 1e-12), PEAK_RATIO, "peaks", "has no clear peak")
+    near = max(w[i] / c["n_train"], c["n_train"] / w[i])
+    where = C.at_most(near, NEAR_N_TRAIN, "at the interpolation threshold", "away from the interpolation threshold")
+    return [head + f"test MSE falls to {low_before:.2f}, {peak.word} at {t[i]:.2f} at width {d['peak_width']} "
+            f"({peak.test}), {where.word} (n_train = {c['n_train']}; {where.test}), and reaches {low_after:.2f} at "
+            f"larger widths ({t[-1]:.2f} at width {w[-1]})."]
+
+
+def _measures_caption(g: dict[str, Any]) -> str:
+    """Whether restricted loss falls (below FALLEN of its first value) before the test loss, and whether the
+    excluded loss rises, read from the progress-measure snapshots."""
+    rows = g["measures"]
+    step = {k: _fall_step(rows, k) for k in ("restricted_loss", "test_loss")}
+    r, t = step["restricted_loss"], step["test_loss"]
+    rule = f"'falls': below {FALLEN.value:g} x its first measured value"
+    if r is None:
+        order = "Restricted loss does not fall"
+    elif t is None:
+        order = f"Restricted loss falls at step {r}; the test loss does not fall"
+    else:
+        order = (f"Restricted loss falls at step {r}, " +
+                 ("before" if r < t else "at the same snapshot as" if r == t else "after") + f" the test loss ({t})")
+    rise = C.direction(rows[-1]["excluded_loss"] - rows[0]["excluded_loss"], EXCLUDED_RISE, "rises", "falls",
+                       "does not clearly change")
+    return (f"{order} ({rule}); excluded loss {rise.word} ({rows[0]['excluded_loss']:.3g} -> "
+            f"{rows[-1]['excluded_loss']:.3g}; {rise.test}).")
+
+
+def _fall_step(rows: list[dict[str, Any]], key: str) -> int | None:
+    values = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    if not values:
+        return None
+    first = values[0][1]
+    return next((s for s, v in values if v <= FALLEN.value * first), None)
+
+
+def _fourier_caption(g: dict[str, Any]) -> str:
+    gini = g["measures"][-1]["gini_embed"]
+    sparse = C.at_least(gini, FOURIER_SPARSE, "is sparse", "is not clearly sparse")
+    return f"The final embedding {sparse.word} in the Fourier basis ({sparse.test}: {gini:.2f})."
+
+
+def _lu_caption(sweep: list[dict[str, Any]]) -> str:
+    """L: train loss high at the smallest norm and within LOSS_GAP of its minimum at the largest.
+    U: test loss's minimum at an interior norm, at least LOSS_GAP below both ends."""
+    rows = sorted(sweep, key=lambda r: r["norm"])
+    train, test = [r["train_loss"] for r in rows], [r["test_loss"] for r in rows]
+    is_l = train[0] - min(train) >= LOSS_GAP.value and train[-1] - min(train) < LOSS_GAP.value
+    j = test.index(min(test))
+    is_u = 0 < j < len(test) - 1 and min(test[0], test[-1]) - test[j] >= LOSS_GAP.value
+    return (f"Against the weight norm, train loss is {'' if is_l else 'not '}L-shaped and test loss is "
+            f"{'' if is_u else 'not '}U-shaped (L: falls by ≥ {LOSS_GAP.fmt()} from the smallest norm and stays "
+            f"within {LOSS_GAP.fmt()} of its minimum; U: lowest at an inner norm, ≥ {LOSS_GAP.fmt()} below both ends).")
+
+
+def _pruning_caption(m: dict[str, Any]) -> str:
+    rows = m["pruning"]
+    if not rows:
+        return "No pruning: without corrupted labels there is no memorisation to remove."
+    a, b = rows[0].get("corrupt_mem_acc", 0.0), rows[-1].get("corrupt_mem_acc", 0.0)
+    drop = C.direction(a - b, MEM_DROP, "lowers", "raises", "does not clearly change")
+    if drop.holds and b <= REMOVED.value:
+        word = f"removes memorisation ({drop.test}; {REMOVED.what} ≤ {REMOVED.fmt()})"
+    else:
+        word = f"{drop.word} memorisation ({drop.test})"
+    return (f"Pruning the {rows[-1]['pruned_frac']:.0%} lowest-IPR neurons {word}: accuracy on the corrupted labels "
+            f"{a:.1%} -> {b:.1%}.")
 
 
 SECTION = DynamicsSection()

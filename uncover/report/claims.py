@@ -38,7 +38,8 @@ class Threshold:
     unit: str = ""
 
     def fmt(self) -> str:
-        return f"{self.value:g}{' ' + self.unit if self.unit else ''}"
+        sep = "" if self.unit in ("", "%") else " "
+        return f"{self.value:g}{sep}{self.unit}"
 
 
 @dataclass(frozen=True)
