@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
+from uncover.core.names import act_name
 from uncover.errors import UncoverError, closest
 
 if TYPE_CHECKING:
@@ -29,14 +30,10 @@ class ActivationCache:
         return self.data[key]
 
     def _full_name(self, short: str, layer: int | None = None) -> str:
-        short = short if short.startswith("hook_") or "." in short else f"hook_{short}"
+        """``act_name(short, layer)``; with no layer, a bare short name gets its "hook_" prefix."""
         if layer is None:
-            return short
-        if short in ("hook_q", "hook_k", "hook_v", "hook_z", "hook_pattern"):
-            return f"blocks.{layer}.attn.{short}"
-        if short in ("hook_pre", "hook_post"):
-            return f"blocks.{layer}.mlp.{short}"
-        return f"blocks.{layer}.{short}"
+            return short if short.startswith("hook_") or "." in short else f"hook_{short}"
+        return act_name(short, layer)
 
     def __contains__(self, key: str) -> bool:
         return key in self.data
