@@ -1,0 +1,59 @@
+"""The report section: computes on a tiny model, renders offline, and its wording follows the data."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from uncover.applications.pruning import report as R
+from uncover.report.section import ReportContext
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = {"calibration": 2, "heldout": 2, "seq_len": 16, "ioi": 0, "facts": 0, "shares": [0.1, 0.2, 0.3],
+        "units": ["heads"], "bias_counts": [1, 2], "vectors": [4], "aligned": [4], "alphas": [0.1],
+        "lists": ["negative"]}
+
+
+def _pruning_data(best_ppl=20.0):
+    values = {m: {"perplexity": [10.0, 14.0, p, 30.0], "ioi": [3.0, 2.5, 2.0, 1.0], "facts": [1.0, 0.9, 0.8, 0.5]}
+              for m, p in (("gradient", best_ppl), ("random", 25.0), ("magnitude", 22.0))}
+    return {"n_facts": 10, "n_heldout_tokens": 100, "curves": {"heads": {"shares": [0, 0.1, 0.2, 0.3], "values": values}},
+            "physical": {"method": "gradient", "share": 0.2, "removed": 54, "params": [134e6, 120e6],
+                         "seconds": [0.2, 0.15], "max_diff": 3e-6}}
+
+
+def test_pruning_findings_follow_the_data():
+    good = " ".join(R.pruning_findings(_pruning_data(20.0)))
+    assert "gradient, keeps perplexity lower than (" in good
+    assert "logits equal (" in good and "runs faster" in good
+    bad = _pruning_data(23.0)
+    bad["physical"].update(max_diff=0.5, seconds=[0.2, 0.2])
+    text = " ".join(R.pruning_findings(bad))
+    assert "does not keep perplexity lower" in text and "logits differ from (" in text and "no clear speed-up" in text
+
+
+def test_bias_findings_follow_the_data():
+    data = {"counts": [0, 1, 2], "bias_test": [1.0, 0.4, 0.2], "bias_train": [1, 0.5, 0.1], "agreement": [0.8, 0.6, 0.5],
+            "perplexity": [10.0, 10.5, 12.0], "top": ["L1H1"], "crossing": 1}
+    assert "Masking the top 1 heads halves" in " ".join(R.bias_findings(data))
+    data["crossing"] = None
+    assert "No head count tried" in " ".join(R.bias_findings(data))
+
+
+def test_toxic_findings_follow_the_data():
+    rows = [{"kind": "none", "strength": 0, "neutral": 0.01, "provoking": 0.04, "perplexity": 10.0},
+            {"kind": "scale", "strength": 16, "neutral": 0.005, "provoking": 0.01, "perplexity": 10.4}]
+    data = {"words": [" bad"], "skipped": [" gloomy"], "rows": rows, "probe": {"test": 0.9, "layer": 2},
+            "svd_cosines": [0.8], "best": rows[1], "top_vectors": []}
+    text = " ".join(R.toxic_findings("negative", data))
+    assert "by 4.00x" in text and "' gloomy'" not in text and "gloomy" in text
+    data["best"] = None
+    assert "No intervention lowers" in " ".join(R.toxic_findings("negative", data))
+
+
+def test_section_computes_and_renders_on_a_tiny_model(align_lm, tmp_path):
+    data = R.SECTION.compute(align_lm, ReportContext(work_dir=tmp_path), sizes=TINY)
+    for part in ("pruning", "bias", "toxic"):
+        assert "error" not in data[part], data[part]
+    html = R.SECTION.render(copy.deepcopy(data))
+    assert "Pruning heads by importance" in html and "Bias heads" in html and "http" not in html.replace("https://", "")
