@@ -140,7 +140,7 @@ def test_feature_and_neuron_pages(client, explorer, lm, assets):
     card = client.get("/api/feature", params={"sae": "resid1", "latent": 7}).json()
     assert card["max_activation"] == pytest.approx(float(acts.max()), abs=1e-5)
     assert len(card["contexts"]) == 8 and len(card["top_tokens"]) == 10
-    assert card["top_logits"][0] == pytest.approx(float((sae.W_dec[7] @ lm.W_U).max()), abs=1e-4)
+    assert card["top_logits"][0] == pytest.approx(float((sae.W_dec[7] @ lm.W_U).max().detach()), abs=1e-4)
     grabbed = {}
     handle = lm.hf.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: grabbed.update(x=i[0]))
     try:

@@ -95,7 +95,8 @@ class Guard:
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
-                extra = list(HEADERS)
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in HEADERS if k not in present]
                 if set_cookie:
                     extra.append((b"set-cookie", f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
                                   .encode()))

@@ -9,6 +9,7 @@ Bad input answers 400 ``{"error": "..."}``; the server keeps running.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Optional, Union
 
@@ -25,6 +26,7 @@ from uncover.explorer.session import Explorer
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 
+@lru_cache(maxsize=None)
 def _static_bytes(name: str) -> bytes:
     if name == "plotly.min.js":
         return resources.files("plotly").joinpath("package_data", "plotly.min.js").read_bytes()
@@ -102,8 +104,9 @@ def create_app(explorer: Explorer, token: str, allowed_hosts: Iterable[str] = LO
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:
-        if name == "plotly.min.js":
-            return Response(_static_bytes(name), media_type="text/javascript")
+        if name == "plotly.min.js":  # 4 MB that never change within one plotly version: let the browser keep it
+            return Response(_static_bytes(name), media_type="text/javascript",
+                            headers={"cache-control": "private, max-age=86400"})
         if name not in _STATIC or name == "index.html":
             raise HTTPException(404, f"no static file {name!r}")
         return Response(_static_bytes(name), media_type=_STATIC[name])

@@ -85,14 +85,16 @@ def find_sae_folders(folder: str | Path) -> list[Path]:
 
 
 def find_direction_folders(folder: str | Path) -> list[Path]:
-    """A saved Direction folder (meta.json + tensors.safetensors) or a folder of them."""
+    """A saved Direction folder (a saved uncover result) or a folder of them."""
+    from uncover.core.results import JSON_FILE, TENSORS_FILE
+
     folder = Path(folder)
-    if (folder / "meta.json").is_file():
+    if (folder / JSON_FILE).is_file():
         return [folder]
-    found = sorted(p for p in folder.iterdir() if (p / "meta.json").is_file()) if folder.is_dir() else []
+    found = sorted(p for p in folder.iterdir() if (p / JSON_FILE).is_file()) if folder.is_dir() else []
     if not found:
         raise UncoverError(f"--direction {folder}: no saved direction there; pass a folder written by "
-                           "Direction.save (meta.json + tensors.safetensors), or a folder of them")
+                           f"Direction.save ({JSON_FILE} + {TENSORS_FILE}), or a folder of them")
     return found
 
 

@@ -126,8 +126,8 @@ async function refresh() {
 
 // ---- logit lens -----------------------------------------------------------------------------------
 async function loadLens() {
-  const body = { prompt: S.prompt, k: 5 };
-  if (S.target !== null) body.target = S.target;
+  // default target: the top next token (its id is known from /api/run, which saves the server a forward)
+  const body = { prompt: S.prompt, k: 5, target: S.target !== null ? S.target : S.run.next[0].id };
   const r = await api("/api/lens", body);
   S.lens = r;
   $("lens-target-shown").textContent = `target: ${show(r.target_token)} (id ${r.target})`;
@@ -136,10 +136,10 @@ async function loadLens() {
   const hover = r.top_ids.map((row, l) => row.map((ids, p) =>
     ids.map((id, j) => `${esc(show(r.vocab[id]))} ${p4(r.top_probs[l][p][j])}`).join("<br>")));
   const trace = { type: "heatmap", z: r.target_prob, x, y: r.labels, text, customdata: hover, zmin: 0, zmax: 1,
-    colorscale: "Blues", texttemplate: "%{text}", textfont: { size: 9 },
+    colorscale: "Blues", reversescale: true, texttemplate: "%{text}", textfont: { size: 9 },
     hovertemplate: "layer %{y}, position %{x}<br>target p = %{z:.4f}<br><b>top 5</b><br>%{customdata}<extra></extra>",
     colorbar: { title: { text: "target p" }, thickness: 12 } };
-  const layout = { margin: { l: 80, r: 10, t: 10, b: 90 }, height: 120 + 16 * r.labels.length,
+  const layout = { margin: { l: 80, r: 10, t: 10, b: 90 }, height: 130 + 22 * r.labels.length,
     xaxis: { tickangle: -45, type: "category", automargin: true }, yaxis: { type: "category", automargin: true } };
   await Plotly.react("lens-plot", [trace], layout, PLOT_CONFIG);
   $("lens-plot").removeAllListeners?.("plotly_click");
@@ -176,24 +176,23 @@ function bestHead() {
   return best;
 }
 
-function colour(v, signed) {
-  if (signed) {
-    const a = Math.min(1, Math.abs(v));
-    return v >= 0 ? `rgba(47,95,208,${a})` : `rgba(208,65,47,${a})`;
-  }
-  return `rgba(47,95,208,${Math.max(0, Math.min(1, v))})`;
+function colour(v, scale) {
+  const a = Math.min(1, Math.abs(v) / scale).toFixed(3);
+  return v >= 0 ? `rgba(47,95,208,${a})` : `rgba(208,65,47,${a})`;
 }
 
 function renderHeadGrid() {
   const kind = $("score-kind").value;
   const s = S.heads[kind];
   const nh = S.info.cfg.n_heads;
+  const scale = Math.max(...s.flat().map(Math.abs)) || 1;
+  $("score-scale").textContent = `darkest = ${p4(scale)}${kind === "copying" ? " (red: negative)" : ""}`;
   let html = "<table><tr><th></th>" + [...Array(nh).keys()].map((h) => `<th>H${h}</th>`).join("") + "</tr>";
   s.forEach((row, l) => {
     html += `<tr><th>L${l}</th>` + row.map((v, h) => {
       const sel = S.head && S.head[0] === l && S.head[1] === h ? " selected" : "";
       return `<td class="head${sel}" data-layer="${l}" data-head="${h}" title="L${l}H${h} ${SCORE_NAMES[kind]} ${p4(v)}"` +
-        ` style="background:${colour(v, kind === "copying")}"></td>`;
+        ` style="background:${colour(v, scale)}"></td>`;
     }).join("") + "</tr>";
   });
   $("head-grid").innerHTML = html + "</table>";
@@ -208,7 +207,7 @@ async function selectHead(layer, head) {
   $("attn-title").textContent = `L${layer}H${head} attention pattern (${scores})`;
   const labels = r.tokens.map((t, i) => tokLabel(i, t));
   const trace = { type: "heatmap", z: r.pattern[head], x: labels, y: labels, zmin: 0, zmax: 1, colorscale: "Blues",
-    hovertemplate: "query %{y}<br>key %{x}<br>attention %{z:.4f}<extra></extra>", colorbar: { thickness: 12 } };
+    reversescale: true, hovertemplate: "query %{y}<br>key %{x}<br>attention %{z:.4f}<extra></extra>", colorbar: { thickness: 12 } };
   const side = Math.min(700, 160 + 18 * labels.length);
   const layout = { margin: { l: 100, r: 10, t: 10, b: 100 }, height: side, width: side + 80,
     xaxis: { type: "category", tickangle: -45, title: { text: "key" } },
@@ -393,8 +392,9 @@ function drawCircuit() {
   const layers = [...new Set(nodes.map((v) => v.layer))].sort((a, b) => a - b);
   const byLayer = layers.map((l) => nodes.filter((v) => v.layer === l));
   const W = Math.max(600, 70 * Math.max(...byLayer.map((r) => r.length), 1) + 80);
-  const H = 50 + 60 * layers.length;
+  const H = 60 + 60 * Math.max(0, layers.length - 1);
   const pos = {};
+  const rank = Object.fromEntries(layers.map((l, i) => [l, i]));
   byLayer.forEach((row, i) => row.forEach((v, j) => {
     pos[v.id] = [60 + (W - 100) * (row.length === 1 ? 0.5 : j / (row.length - 1)), H - 30 - 60 * i];
   }));
@@ -402,6 +402,7 @@ function drawCircuit() {
   const ns = "http://www.w3.org/2000/svg";
   let svg = `<svg xmlns="${ns}" width="${W}" height="${H}">`;
   layers.forEach((l, i) => { svg += `<text x="4" y="${H - 26 - 60 * i}" font-size="10" fill="#8a93a3">layer ${l}</text>`; });
+  const nodeOf = Object.fromEntries(nodes.map((v) => [v.id, v]));
   for (const e of edges) {
     const [x1, y1] = pos[e.source];
     const [x2, y2] = pos[e.target];
@@ -409,7 +410,9 @@ function drawCircuit() {
     const c = e.score >= 0 ? "#2f5fd0" : "#d0412f";
     const lit = S.node && (e.source === S.node || e.target === S.node);
     const op = S.node ? (lit ? 0.9 : 0.1) : 0.55;
-    svg += `<path class="edge" d="M${x1},${y1} C${x1},${(y1 + y2) / 2} ${x2},${(y1 + y2) / 2} ${x2},${y2}" ` +
+    const span = Math.abs(rank[nodeOf[e.target].layer] - rank[nodeOf[e.source].layer]);
+    const bow = span > 1 ? 25 * span : 0;  // edges that skip layers curve aside
+    svg += `<path class="edge" d="M${x1},${y1} C${x1 + bow},${y1 + (y2 - y1) / 3} ${x2 + bow},${y2 - (y2 - y1) / 3} ${x2},${y2}" ` +
       `stroke="${c}" stroke-width="${w.toFixed(2)}" stroke-opacity="${op}" fill="none">` +
       `<title>${esc(e.source)} → ${esc(e.target)}: ${f3(e.score)}</title></path>`;
   }
