@@ -13,6 +13,7 @@ import torch
 
 from uncover.features import plots
 from uncover.features import superposition as sp
+from uncover.report import claims as C
 from uncover.report import html
 from uncover.report.section import ReportContext
 
@@ -61,6 +62,13 @@ def _toys(ctx: ReportContext) -> dict[str, Any]:
                              "dims_per_feature": sp.dimensions_per_feature(W).tolist(),
                              "D": [d[d > 0.05].tolist() for d in D]}
     return out
+
+
+# cut-offs of the findings' wording (uncover.report.claims); each is printed with its claim
+PENTAGON = C.Threshold("pentagon", 0.05, "largest |dimensionality - 2/5|")  # five features at 2/5 each
+REPRESENTED = 0.5  # a feature is represented when ||W_i|| > 0.5 (computed in _toys)
+SWEEP_M = 5  # hidden dimensions of the n=20 sweep: more represented features than this is superposition
+SAE_LOSS = C.Threshold("sae_loss", 1e-3, "loss change", "nats")
 
 
 def _fraction_near(D: list[float]) -> float:
@@ -179,26 +187,22 @@ class FeaturesSection:
                                 f"Feature dimensionality, n={dim['n']}, m={dim['m']}."))
         near = [_fraction_near(d) for d in dim["D"]]
         ph_counts = [sum(row.count(i) for row in ph["phase"]) for i in range(3)]
-        found = [
-            f"n=5, m=2: dense features keep {sum(1 for d in five['D'][0] if d > 0.5)} dedicated dimensions "
-            f"(dimensionalities {', '.join(f'{d:.2f}' for d in five['D'][0][:2])}); sparse features share them as a "
-            f"pentagon with dimensionalities {min(five['D'][1]):.3f}-{max(five['D'][1]):.3f} (2/5 = 0.4).",
-            f"n=20, m=5: the ReLU model represents {relu['represented'][0]} features when dense and "
-            f"{relu['represented'][-1]} at density {sw['probabilities'][-1]:g}; the linear model represents "
-            f"{sw['linear']['represented'][0]} and {sw['linear']['represented'][-1]}: it never superposes.",
+        found = [_five_finding(five), _sweep_finding(sw),
             f"Phase diagram: {ph_counts[2]} of {sum(ph_counts)} cells superpose, {ph_counts[1]} give feature 2 the "
             f"dimension, {ph_counts[0]} drop it.",
             f"Dimensionality: {100 * sum(x for x in near if x == x) / max(sum(1 for x in near if x == x), 1):.0f}% "
             f"of represented features lie within 0.05 of 1, 3/4, 2/3, 1/2, 2/5, 3/8 or 1/3.",
         ]
         m = sae["metrics"]
+        spliced = C.direction(m["ce_loss_with_sae"] - m["ce_loss_clean"], SAE_LOSS, "raises", "lowers",
+                              "does not clearly change")
         found += [
             f"A TopK SAE ({sae['d_sae']} latents, k={sae['k']}) on {sae['hook']} after {sae['train_tokens']:,} "
             f"training tokens: explained variance {m['explained_variance']:.3f}, L0 {m['l0']:.1f}, "
             f"dead latents {100 * m['dead_fraction']:.1f}%, dense latents {100 * m['dense_fraction']:.1f}%.",
-            f"Spliced into the model the SAE raises next-token loss from {m['ce_loss_clean']:.3f} to "
-            f"{m['ce_loss_with_sae']:.3f} nats (zero ablation: {m['ce_loss_zero_ablation']:.3f}), recovering "
-            f"{100 * m['ce_loss_recovered']:.1f}% of the loss; KL {m['kl_div']:.3f} nats.",
+            f"Spliced into the model the SAE {spliced.word} next-token loss: {m['ce_loss_clean']:.3f} -> "
+            f"{m['ce_loss_with_sae']:.3f} nats ({spliced.test}; zero ablation: {m['ce_loss_zero_ablation']:.3f}), "
+            f"recovering {100 * m['ce_loss_recovered']:.1f}% of the loss; KL {m['kl_div']:.3f} nats.",
         ]
         parts.append(html.findings(found))
         parts.append(plots_html(plots.training_curves(sae["history"]), "SAE training."))
@@ -207,6 +211,26 @@ class FeaturesSection:
         parts.append("<h3>Feature cards</h3>" + "".join(card_html(c) for c in sae["cards"]))
         parts.append("<h3>MLP neurons of the same layer</h3>" + "".join(card_html(c) for c in sae["neuron_cards"]))
         return "\n".join(parts)
+
+
+def _five_finding(five: dict[str, Any]) -> str:
+    """Dense features' dedicated dimensions; "pentagon" only when all five sparse dimensionalities are ~2/5."""
+    dense, sparse = five["D"]
+    off = max(abs(d - 0.4) for d in sparse) if len(sparse) == 5 else float("inf")
+    shape = C.at_most(off, PENTAGON, "share them as a pentagon", "do not form a pentagon")
+    return (f"n=5, m=2: dense features keep {sum(1 for d in dense if d > 0.5)} dedicated dimensions "
+            f"(dimensionalities {', '.join(f'{d:.2f}' for d in dense[:2])}); sparse features {shape.word}: "
+            f"dimensionalities {min(sparse):.3f}-{max(sparse):.3f} ({shape.test}).")
+
+
+def _sweep_finding(sw: dict[str, Any]) -> str:
+    """Superposition = more represented features (norm > REPRESENTED) than the SWEEP_M hidden dimensions."""
+    relu, lin = sw["relu"]["represented"], sw["linear"]["represented"]
+    relu_sp = "superposes when sparse" if relu[-1] > SWEEP_M else "does not superpose even when sparse"
+    lin_sp = "never superposes" if max(lin) <= SWEEP_M else f"superposes ({max(lin)} features in {SWEEP_M} dimensions)"
+    return (f"n=20, m={SWEEP_M}: the ReLU model represents {relu[0]} features when dense and {relu[-1]} at density "
+            f"{sw['probabilities'][-1]:g}, so it {relu_sp}; the linear model represents {lin[0]} and {lin[-1]}: it "
+            f"{lin_sp} (superposition: more features with norm > {REPRESENTED} than the {SWEEP_M} dimensions).")
 
 
 def plots_html(fig, caption: str) -> str:
