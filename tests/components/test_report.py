@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 import uncover.components.report as R
 from tests.report_models import report_lm
@@ -21,12 +22,14 @@ def data():
     import uncover.data.facts as F
 
     model = report_lm()
-    real = F.known_facts
+    real, threads = F.known_facts, torch.get_num_threads()
     F.known_facts = lambda m, facts=None: list(facts or F.FACTS)[:4]  # a random model knows no fact
+    torch.set_num_threads(1)  # tiny models: one thread is much faster on a shared CPU
     try:
         return json.loads(json.dumps(R.SECTION.compute(model, ReportContext(), sizes=TINY)))
     finally:
         F.known_facts = real
+        torch.set_num_threads(threads)
 
 
 def findings(page: str) -> list[str]:

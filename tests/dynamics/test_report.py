@@ -6,6 +6,7 @@ import html
 import re
 
 import pytest
+import torch
 
 import uncover.dynamics.report as R
 from tests.report_numbers import thresholds, unmatched_numbers
@@ -22,6 +23,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # toy models: one thread is much faster on a shared CPU
+    try:
+        return _small_data(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _small_data(tmp_path_factory):
     grok = run_grokking(GrokConfig(p=11, train_frac=0.5, d_model=16, n_heads=2, d_mlp=32, steps=30, eval_every=10,
                                    measure_every=10, lr=1e-2), out_dir=tmp_path_factory.mktemp("g") / "grok")
     summary = grok.summary()
