@@ -11,6 +11,8 @@ TOKENS = torch.randint(5, 1000, (2, 12), generator=torch.Generator().manual_seed
 
 def expected_shape(model, name: str, batch: int, pos: int) -> tuple:
     c = model.cfg
+    if name.endswith(("_input", "hook_result")):  # edge-level names: per query head, in residual units
+        return (batch, pos, c.n_heads, c.d_model)
     if name.endswith(("hook_q", "hook_z")):
         return (batch, pos, c.n_heads, c.d_head)
     if name.endswith(("hook_k", "hook_v")):
@@ -27,9 +29,12 @@ def test_parity_with_every_hook_attached(tiny_model, arch):
     model = tiny_model(arch)
     with torch.no_grad():
         ref = model.hf(TOKENS).logits
-        logits, cache = model.run_with_cache(TOKENS)  # every name except patterns
+        logits, cache = model.run_with_cache(TOKENS)  # every name except the on-request ones
+        with_edges, _ = model.run_with_cache(TOKENS, names=lambda n: not n.endswith("hook_pattern"))
     assert torch.equal(logits, ref), "hooks that change nothing must leave logits bitwise equal"
-    assert set(cache.keys()) == {n for n in model.hook_names() if not n.endswith("hook_pattern")}
+    assert torch.equal(with_edges, ref), "edge-level hooks that change nothing must leave logits bitwise equal"
+    on_request = ("hook_pattern", "_input", "hook_result", "hook_mlp_in")
+    assert set(cache.keys()) == {n for n in model.hook_names() if not n.endswith(on_request)}
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -18,7 +18,8 @@ def test_bundled_parity_with_all_hooks(request, fixture):
         ref = model.hf(tokens).logits
     logits, cache = model.run_with_cache(tokens)
     assert torch.equal(logits, ref)
-    assert len(cache) == len([n for n in model.hook_names() if not n.endswith("hook_pattern")])
+    on_request = ("hook_pattern", "_input", "hook_result", "hook_mlp_in")  # patterns and edge-level names
+    assert len(cache) == len([n for n in model.hook_names() if not n.endswith(on_request)])
 
 
 def test_smollm_knows_paris_without_bos(smollm):

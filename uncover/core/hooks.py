@@ -2,6 +2,7 @@
 
 A ``HookSite`` says which module to hook, whether the activation is the module's output ("out") or its first
 input ("in"), and two small functions: ``read(raw) -> standard tensor`` and ``write(raw, tensor) -> raw``.
+Sites that are not one module tensor (the edge-level names of core/edges.py) bring their own ``attach_fn``.
 Everything above this file (cache, interventions, gradients) only sees standard tensors.
 """
 from __future__ import annotations
@@ -32,6 +33,10 @@ class HookSite:
     compensate: nn.Module | None = None
     # hook_pattern is served by uncover's attention function, not by a module hook.
     pattern_layer: int | None = None
+    # Computed only when asked for by name: left out of run_with_cache(names=None) (patterns, edge names).
+    on_request: bool = False
+    # attach_fn(point, fns, force_write) -> handles: a site that registers its own hooks (core/edges.py).
+    attach_fn: Callable[["HookPoint", list, bool], list] | None = None
 
 
 @dataclass
@@ -69,6 +74,8 @@ def attach(site: HookSite, point: HookPoint, fns: list[Fn], force_write: bool = 
     force_write: write the read tensor back even when unchanged, so it lies on the autograd path
     (needed for gradients at sites that are views of a module's output).
     """
+    if site.attach_fn is not None:
+        return site.attach_fn(point, fns, force_write)
 
     pending: list[torch.Tensor] = []  # resid_mid-style writes waiting to be added downstream
     handles = []

@@ -84,10 +84,11 @@ class Model:
         return list(self._sites)
 
     def resolve_names(self, names: Names, include_patterns: bool = False) -> list[str]:
-        """A list of names, a glob ("blocks.*.hook_resid_post"), a predicate, or None (all but patterns)."""
+        """A list of names, a glob ("blocks.*.hook_resid_post"), a predicate, or None (all but the on-request
+        names: attention patterns and the edge-level names of core/edges.py; include_patterns adds them)."""
         all_names = self.hook_names()
         if names is None:
-            return [n for n in all_names if include_patterns or not n.endswith("hook_pattern")]
+            return [n for n in all_names if include_patterns or not self._sites[n].on_request]
         if callable(names):
             return [n for n in all_names if names(n)]
         if isinstance(names, str):
@@ -338,7 +339,7 @@ class Model:
     ) -> tuple[torch.Tensor, ActivationCache]:
         """Logits and an ActivationCache of only the requested names (no gradients).
 
-        names: list, glob pattern, predicate, or None for every name except attention patterns.
+        names: list, glob pattern, predicate, or None for every name except the on-request ones (patterns, edges).
         pos_slice: keep only these positions (the query axis for patterns). device: move cached tensors.
         fwd_hooks run before caching, so the cache sees their changes. forward_kwargs go to ``__call__``
         (with ``stop_at_layer`` the first output is that residual, and later names are not cached).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from uncover.core import edges
 from uncover.core.hooks import HookSite
 
 
@@ -39,6 +40,22 @@ def _split_heads(t: torch.Tensor, d_head: int) -> torch.Tensor:
 
 def _merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1])
+
+
+def _kv_site(module: nn.Module, n: int, d_head: int) -> HookSite:
+    """The first ``n`` heads of a k or v projection's output [..., n * d_head], split into heads. While a
+    grouped-query layer carries per-query-head k/v after them (core/edges.py), reads skip those and writes
+    keep them."""
+
+    def read(raw: torch.Tensor) -> torch.Tensor:
+        return _split_heads(raw, d_head)[..., :n, :]
+
+    def write(raw: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if raw.shape[-1] == n * d_head:
+            return _merge_heads(t)
+        return torch.cat([_merge_heads(t), raw[..., n * d_head :]], dim=-1)
+
+    return HookSite(module, "out", read, write)
 
 
 class Adapter:
@@ -116,8 +133,8 @@ class Adapter:
         write = lambda raw, t: _merge_heads(t)  # noqa: E731
         return {
             "q": HookSite(a.q_proj, "out", split, write),
-            "k": HookSite(a.k_proj, "out", split, write),
-            "v": HookSite(a.v_proj, "out", split, write),
+            "k": _kv_site(a.k_proj, cfg.n_kv_heads, cfg.d_head),
+            "v": _kv_site(a.v_proj, cfg.n_kv_heads, cfg.d_head),
         }
 
     def mlp_pre_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
@@ -138,14 +155,49 @@ class Adapter:
             for k, site in self.qkv_sites(layer, cfg).items():
                 sites[p + f"attn.hook_{k}"] = site
             sites[p + "attn.hook_z"] = HookSite(self.o_proj(layer), "in", split, lambda raw, t: _merge_heads(t))
-            sites[p + "attn.hook_pattern"] = HookSite(self.attn(layer), "pattern", pattern_layer=l)
+            sites[p + "attn.hook_pattern"] = HookSite(self.attn(layer), "pattern", pattern_layer=l, on_request=True)
             sites[p + "mlp.hook_pre"] = self.mlp_pre_site(layer, cfg)
             sites[p + "mlp.hook_post"] = HookSite(self.mlp_down(layer), "in")
+            sites.update(self.edge_sites(layer, l, cfg))
         sites["ln_final.hook_normalized"] = HookSite(self.final_norm(hf), "out")
         return sites
 
     def extra_embed_sites(self, hf: nn.Module) -> dict[str, HookSite]:
         return {}
+
+    # ---- edge-level sites (on request; core/edges.py says what each is) ------------------------
+    def edge_sites(self, layer: nn.Module, l: int, cfg: ModelConfig) -> dict[str, HookSite]:
+        """hook_q_input / hook_k_input / hook_v_input, attn.hook_result and hook_mlp_in of layer ``l``."""
+        p = f"blocks.{l}."
+        sites = {p + f"hook_{k}_input": edges.head_input_site(self, layer, cfg, k) for k in "qkv"}
+        sites[p + "attn.hook_result"] = self.result_site(layer, cfg)
+        sites[p + "hook_mlp_in"] = edges.mlp_in_site(self.mlp_norm(layer))
+        return sites
+
+    def attn_norm(self, layer: nn.Module) -> nn.Module | None:
+        """The pre-attention norm, whose input is the residual the heads read (None: the attention reads it)."""
+        return layer.input_layernorm
+
+    def qkv_proj_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
+        """q / k / v at the projections' outputs (before any per-head norm or rotary embedding)."""
+        return self.qkv_sites(layer, cfg)
+
+    def project_heads(self, layer: nn.Module, cfg: ModelConfig, site: HookSite, kind: str,
+                      normed: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        """q, k or v of query heads ``heads`` [n], each from its own normed input [b, p, n, d_model] ->
+        [b, p, n, d_head] (k, v: with the weights of each query head's KV head). ``site``: qkv_proj_sites[kind]."""
+        per = site.read(site.module.forward(normed))  # [b, p, n, heads of this kind, d_head]
+        src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
+        return per[:, :, torch.arange(len(heads), device=heads.device), src]
+
+    def carry_attrs(self, attn: nn.Module, cfg: ModelConfig, kind: str, n_extra: int) -> dict:
+        """Attention-module attributes to set while its k (v) projection carries ``n_extra`` extra heads."""
+        return {}
+
+    def result_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
+        o = self.o_proj(layer)
+        return edges.result_site(o, "in", o, lambda: self.W_O(layer, cfg), cfg.d_head,
+                                 lambda: getattr(o, "bias", None))
 
     # ---- weights ------------------------------------------------------------------------------
     def W_E(self, hf: nn.Module) -> torch.Tensor:

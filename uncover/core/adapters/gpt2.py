@@ -42,6 +42,9 @@ class GPT2Adapter(Adapter):
     def attn_out_module(self, layer):
         return layer.attn
 
+    def attn_norm(self, layer):
+        return layer.ln_1
+
     def mlp_norm(self, layer):
         return layer.ln_2
 

@@ -1,4 +1,8 @@
-"""Phi-3: fused qkv_proj [q | k | v] and fused gate_up_proj [gate | up]."""
+"""Phi-3: fused qkv_proj [q | k | v] and fused gate_up_proj [gate | up].
+
+While per-query-head k/v ride along (core/edges.py) the layout is [q | k (+ extra k heads) | v (+ extra v
+heads)]: the attention module slices k by its ``num_key_value_heads`` (raised for the extra k heads) and
+takes the rest as v, so hook_k / hook_v read the first KV heads of their part, wherever v starts."""
 from __future__ import annotations
 
 import torch
@@ -27,13 +31,34 @@ class Phi3Adapter(Adapter):
     model_types = ("phi3",)
 
     def qkv_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
-        proj = layer.self_attn.qkv_proj
+        a = layer.self_attn
         q, kv = cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head
+
+        def v_start() -> int:  # v begins after k and any extra k heads
+            return q + a.num_key_value_heads * cfg.d_head
+
+        def read_v(raw: torch.Tensor) -> torch.Tensor:
+            return _split_heads(raw[..., v_start() : v_start() + kv], cfg.d_head)
+
+        def write_v(raw: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([raw[..., : v_start()], _merge_heads(t), raw[..., v_start() + kv :]], dim=-1)
+
         return {
-            "q": _slice_site(proj, 0, q, cfg.d_head),
-            "k": _slice_site(proj, q, q + kv, cfg.d_head),
-            "v": _slice_site(proj, q + kv, q + 2 * kv, cfg.d_head),
+            "q": _slice_site(a.qkv_proj, 0, q, cfg.d_head),
+            "k": _slice_site(a.qkv_proj, q, q + kv, cfg.d_head),
+            "v": HookSite(a.qkv_proj, "out", read_v, write_v),
         }
+
+    def project_heads(self, layer, cfg, site, kind, normed, heads):
+        out = layer.self_attn.qkv_proj.forward(normed)  # fresh: the plain [q | k | v] layout
+        q, kv = cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head
+        part = {"q": out[..., :q], "k": out[..., q : q + kv], "v": out[..., q + kv :]}[kind]
+        per = _split_heads(part, cfg.d_head)
+        src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
+        return per[:, :, torch.arange(len(heads), device=heads.device), src]
+
+    def carry_attrs(self, attn, cfg, kind, n_extra):
+        return {"num_key_value_heads": cfg.n_kv_heads + n_extra} if kind == "k" else {}
 
     def mlp_pre_module(self, layer: nn.Module) -> nn.Module:
         return layer.mlp.gate_up_proj

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uncover.core import edges
 from uncover.core.adapters.base import Adapter, ModelConfig
 from uncover.core.hooks import HookSite
 
@@ -41,6 +42,26 @@ class ToyAdapter(Adapter):
     def mlp_norm(self, layer: nn.Module) -> nn.Module:
         return layer.ln2
 
+    def attn_norm(self, layer: nn.Module) -> nn.Module:
+        return layer.ln1  # an identity without layer_norm: the heads read the residual itself
+
+    def qkv_proj_sites(self, layer: nn.Module, cfg: ModelConfig) -> dict[str, HookSite]:
+        return {k: HookSite(getattr(layer.attn, f"hook_{k}"), "out") for k in "qkv"}
+
+    def project_heads(self, layer, cfg, site, kind, normed, heads):
+        w = getattr(layer.attn, f"W_{kind.upper()}")[heads]  # [n, d_model, d_head]
+        return torch.einsum("bpnd,nde->bpne", normed, w)
+
+    def result_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
+        # z is hook_z's output; the attention output is the attention module's (no output projection module)
+        return edges.result_site(layer.attn.hook_z, "out", layer.attn, lambda: layer.attn.W_O, cfg.d_head)
+
+    def edge_sites(self, layer: nn.Module, l: int, cfg: ModelConfig) -> dict[str, HookSite]:
+        sites = super().edge_sites(layer, l, cfg)
+        if layer.mlp is None:
+            del sites[f"blocks.{l}.hook_mlp_in"]
+        return sites
+
     def config(self, hf: nn.Module) -> ModelConfig:
         c = hf.cfg
         return ModelConfig(
@@ -60,7 +81,8 @@ class ToyAdapter(Adapter):
             names += [f"attn.hook_{k}" for k in ("q", "k", "v", "pattern", "z")]
             names += ["mlp.hook_pre", "mlp.hook_post"] if block.mlp is not None else []
             for name in names:
-                sites[p + name] = HookSite(block.get_submodule(name), "out")
+                sites[p + name] = HookSite(block.get_submodule(name), "out", on_request=name.endswith("pattern"))
+            sites.update(self.edge_sites(block, l, cfg))
         if isinstance(hf.ln_final, nn.LayerNorm):
             sites["ln_final.hook_normalized"] = HookSite(hf.ln_final, "out")
         return sites

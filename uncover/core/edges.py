@@ -1,0 +1,188 @@
+"""Edge-level hook points, for circuits: each head's input and output, and each MLP's input, on request.
+
+- ``blocks.{l}.hook_q_input | hook_k_input | hook_v_input`` [batch, pos, head, d_model]: the residual each
+  query head reads (before the block's pre-attention norm), one copy per *query* head for k and v as well.
+  Read-only it is a broadcast view of the block's input (no copy per head: return a new tensor to change it;
+  torch refuses in-place writes to it). A head whose copy changed gets its q (or k, v) from its own copy:
+  the pre-attention norm, then that head's slice of the projection (then any per-head q/k norm and the
+  rotary embedding, as in the model). The other heads keep the model's own tensors, so only that head's
+  q / k / v changes. Under grouped-query attention, writing a query head's k (v) input gives that query
+  head its own key (value), computed from its copy with its KV head's weights; the other query heads of the
+  group keep the shared one (core/attention.py carries the extra heads). ``hook_k`` / ``hook_v`` still show
+  the KV heads. Such edits need a forward without a KV cache (not ``generate``).
+- ``blocks.{l}.attn.hook_result`` [batch, pos, head, d_model]: head h's output after the output projection,
+  ``hook_z[..., h, :] @ W_O[h]``. The sum over heads plus the projection's bias (added once, not per head)
+  is the attention output before any post-attention norm: ``hook_attn_out`` itself for most models; for
+  Gemma 2/3, whose post-attention norm sits between, ``hook_attn_out = post_norm(sum + bias)``. When a hook
+  changed it, the attention output becomes the sum of the new results (+ bias).
+- ``blocks.{l}.hook_mlp_in`` [batch, pos, d_model]: the residual the MLP reads, before its pre-norm.
+  Writing it changes what the MLP sees and nothing else (the residual stream that bypasses the MLP, and
+  ``hook_resid_mid``, keep their values).
+
+They cost nothing unless asked for, and with nothing changed the model's own tensors flow on, so the logits
+stay bitwise equal. With ``force_write`` (gradients) every head is computed from its own copy, so gradients
+at these names are per head (float sums then differ by rounding only).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import nn
+
+from uncover.core.attention import route
+from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first
+from uncover.errors import UncoverError
+
+if TYPE_CHECKING:
+    from uncover.core.adapters.base import Adapter, ModelConfig
+
+
+class _Undo:
+    """A handle whose remove() runs an undo function once (like torch's hook handles)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def remove(self) -> None:
+        if self.fn is not None:
+            self.fn()
+            self.fn = None
+
+
+def _changed_heads(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere."""
+    return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
+
+
+def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", kind: str) -> HookSite:
+    """``blocks.{l}.hook_{kind}_input`` for kind in q, k, v (see the module docstring)."""
+    attn = adapter.attn(layer)
+    norm = adapter.attn_norm(layer)
+    proj = adapter.qkv_proj_sites(layer, cfg)[kind]
+    n_heads = cfg.n_heads
+    carry = kind != "q" and cfg.n_kv_heads < n_heads
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        seen: dict[str, Any] = {}
+        set_attrs: dict[str, Any] = {}
+
+        def capture_norm_input(module, args, output):
+            seen["x"] = args[0]
+
+        def capture_attn_input(module, args, kwargs):
+            if norm is None:
+                seen["x"] = args[0] if args else kwargs["hidden_states"]
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            seen["cached"] = cache is not None
+
+        def restore(*_: Any) -> None:
+            for name, value in set_attrs.items():
+                setattr(attn, name, value)
+            set_attrs.clear()
+            if carry and hasattr(attn, "_uncover_carry"):
+                attn._uncover_carry.pop(kind, None)
+
+        def on_projection(module, args, output):
+            x = seen.pop("x")
+            raw = _first(output)
+            b, p, d = x.shape
+            view = x.unsqueeze(2).expand(b, p, n_heads, d)
+            new = _apply(fns, view, point)
+            if force_write:
+                heads = torch.arange(n_heads, device=x.device)
+            elif new is view:
+                return None
+            else:
+                heads = _changed_heads(new, view)
+                if len(heads) == 0:
+                    return None
+            normed = new[:, :, heads] if norm is None else norm.forward(new[:, :, heads])
+            mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
+            current = proj.read(raw)
+            if not carry:
+                return _replace_first(output, proj.write(raw, current.index_copy(2, heads, mine.to(current.dtype))))
+            if seen.get("cached"):
+                raise UncoverError(
+                    f"'{point.name}' changed a key/value input of a grouped-query layer during a forward with a KV "
+                    "cache (generate); such edits give a query head its own key/value, which the cache cannot "
+                    "hold: run the model without a cache (model(...), run_with_hooks) instead"
+                )
+            for name, value in adapter.carry_attrs(attn, cfg, kind, len(heads)).items():
+                set_attrs.setdefault(name, getattr(attn, name))
+                setattr(attn, name, value)
+            attn._uncover_carry[kind] = heads
+            return _replace_first(output, proj.write(raw, torch.cat([current, mine.to(current.dtype)], dim=2)))
+
+        handles: list = []
+        if carry:
+            handles.append(_Undo(route(attn)))
+        if norm is not None:
+            handles.append(norm.register_forward_hook(capture_norm_input))
+        handles.append(attn.register_forward_pre_hook(capture_attn_input, with_kwargs=True))
+        handles.append(attn.register_forward_hook(restore))
+        # prepended: the head copies are in place before hook_q / hook_k / hook_v read the same module's output
+        handles.append(proj.module.register_forward_hook(on_projection, prepend=True))
+        handles.append(_Undo(restore))
+        return handles[::-1]  # removed in reverse: the attributes come back before the route is undone
+
+    return HookSite(proj.module, "edge", on_request=True, attach_fn=attach_fn)
+
+
+def result_site(
+    z_module: nn.Module, z_from: str, out_module: nn.Module, W_O: Callable[[], torch.Tensor], d_head: int,
+    bias: Callable[[], torch.Tensor | None] = lambda: None,
+) -> HookSite:
+    """``blocks.{l}.attn.hook_result``. z is read at ``z_module``'s input ("in", merged heads [b, p, H*d_head])
+    or output ("out", [b, p, H, d_head]); the attention output is ``out_module``'s output. W_O: [H, d_head, d_model]."""
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        seen: dict[str, torch.Tensor] = {}
+
+        def per_head(z: torch.Tensor) -> torch.Tensor:
+            if z_from == "in":
+                z = z.view(*z.shape[:-1], z.shape[-1] // d_head, d_head)
+            w = W_O()
+            return torch.einsum("bphe,hed->bphd", z, w.to(z.dtype))
+
+        def replace(output: Any, result: torch.Tensor) -> Any:
+            new = _apply(fns, result, point)
+            if new is result and not force_write:
+                return None
+            total = new.sum(dim=2)
+            b = bias()
+            return _replace_first(output, total if b is None else total + b)
+
+        if z_from == "in" and z_module is out_module:
+            def hook(module, args, output):
+                return replace(output, per_head(args[0]))
+
+            return [out_module.register_forward_hook(hook, prepend=True)]
+
+        def grab(module, args, output):
+            seen["z"] = _first(output) if z_from == "out" else args[0]
+
+        def hook(module, args, output):
+            return replace(output, per_head(seen.pop("z")))
+
+        return [z_module.register_forward_hook(grab), out_module.register_forward_hook(hook, prepend=True)]
+
+    return HookSite(out_module, "edge", on_request=True, attach_fn=attach_fn)
+
+
+def mlp_in_site(norm: nn.Module) -> HookSite:
+    """``blocks.{l}.hook_mlp_in``: the input of the MLP's pre-norm ``norm``; a change re-runs only that norm."""
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        def hook(module, args, output):
+            x = args[0]
+            t = x.view_as(x)  # its own autograd node: gradients here count the MLP's path only
+            new = _apply(fns, t, point)
+            if new is t and not force_write:
+                return None
+            return _replace_first(output, module.forward(new))
+
+        # a forward hook sees the input after every pre-hook (hook_resid_mid's writes included)
+        return [norm.register_forward_hook(hook, prepend=True)]
+
+    return HookSite(norm, "edge", on_request=True, attach_fn=attach_fn)
