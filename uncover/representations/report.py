@@ -9,6 +9,7 @@ import torch
 
 from uncover.data.contrast import concept
 from uncover.data.truth import truth_dataset
+from uncover.report import claims as C
 from uncover.report import html as H
 from uncover.report.section import ReportContext
 from uncover.representations import plots
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
     from uncover.core.model import Model
 
 TRANSFER = ("translations", "facts", "neg_cities")
+
+# cut-offs of the findings' wording (uncover.report.claims); each is printed with its claim
+ABOVE_CHANCE = C.Threshold("above_chance", 0.6, "held-out accuracy")  # chance is 0.5 (balanced labels)
+BELOW_CHANCE = C.Threshold("below_chance", 0.4, "accuracy")  # the probe's verdict flips
+STEER_SHIFT = C.Threshold("steer_shift", 0.5, "log-odds change from the lowest to the highest coefficient")
+ACC_GAIN = C.Threshold("acc_gain", 0.1, "accuracy change")
 
 
 def _truth(model: "Model", ctx: ReportContext, probes: list[str]) -> dict[str, Any]:
@@ -100,13 +107,17 @@ class RepresentationsSection:
         lg = t["sweeps"]["logistic"]
         best = lg["best_layer"]
         i = lg["layers"].index(best)
+        above = C.at_least(lg["test"][i], ABOVE_CHANCE, "above chance", "not clearly above chance")
         facts = [
             f"A logistic truth probe on {t['n_train']} cities statements reaches {lg['test'][i]:.0%} held-out "
-            f"accuracy at layer {best} (chance 50%); at layer 0 it scores {lg['test'][0]:.0%}.",
+            f"accuracy at layer {best}, {above.word} (chance 50%; {above.test}); at layer 0 it scores "
+            f"{lg['test'][0]:.0%}.",
         ]
         for fam, acc in lg["transfer"].items():
             j = max(range(len(acc)), key=lambda k: acc[k])
-            note = " (below chance: the probe's verdict flips under negation)" if acc[i] < 0.4 else ""
+            flips = " under negation" if fam.startswith("neg") else ""
+            note = (f" (below chance, {BELOW_CHANCE.what} < {BELOW_CHANCE.fmt()}: the probe's verdict flips{flips})"
+                    if acc[i] < BELOW_CHANCE.value else "")
             facts.append(f"The layer-{best} probe scores {acc[i]:.0%} on the held-out family {fam} "
                          f"({t['n_transfer'][fam]} statements){note}; its best layer there scores {acc[j]:.0%} "
                          f"(layer {lg['layers'][j]}).")
@@ -116,10 +127,12 @@ class RepresentationsSection:
                 facts.append(f"The {name} probe peaks at {sw['test'][k]:.0%} at layer {sw['best_layer']}.")
         c, b, p = s["coefficients"], s["behaviour"], s["perplexity"]
         z = c.index(0) if 0 in c else 0
+        shift = C.direction(b[-1] - b[0], STEER_SHIFT, "raises", "lowers", "does not clearly move")
         facts.append(
-            f"Adding the sentiment CAA vector (layer {s['layer']}, norm {s['norm']:.1f}) moves the positive-vs-negative "
-            f"next-word log-odds from {b[0]:+.2f} (coefficient {c[0]:g}) through {b[z]:+.2f} (0) to {b[-1]:+.2f} "
-            f"(coefficient {c[-1]:g}){', monotonically' if s['monotone'] else ' (not monotonically)'}; perplexity on "
+            f"Adding the sentiment CAA vector (layer {s['layer']}, norm {s['norm']:.1f}) {shift.word} the "
+            f"positive-vs-negative next-word log-odds: {b[0]:+.2f} (coefficient {c[0]:g}) through {b[z]:+.2f} (0) to "
+            f"{b[-1]:+.2f} (coefficient {c[-1]:g}; {shift.test}), "
+            f"{'monotonically' if s['monotone'] else 'not monotonically'}; perplexity on "
             f"neutral text goes from {p[z]:.1f} to {p[0]:.1f} and {p[-1]:.1f} at the extremes.")
         parts = [H.findings(facts),
                  H.plotly_figure(plots.accuracy_by_layer(lg["layers"], lg["test"], lg["train"], lg["transfer"],
@@ -137,12 +150,16 @@ class RepresentationsSection:
 
     def _render_extras(self, e: dict[str, Any]) -> str:
         fv, rf, iti = e["fv"], e["reft"], e["iti"]
-        facts = [f"A function vector for antonyms (top {len(fv['heads'])} heads, added at layer {fv['layer']}) raises "
-                 f"zero-shot accuracy on {fv['n_test']} held-out words from {fv['zero_shot']:.0%} to {fv['with_fv']:.0%} "
-                 f"(5-shot prompting: {fv['few_shot']:.0%})."]
+        gain = C.direction(fv["with_fv"] - fv["zero_shot"], ACC_GAIN, "raises", "lowers", "does not clearly change")
+        facts = [f"A function vector for antonyms (top {len(fv['heads'])} heads, added at layer {fv['layer']}) "
+                 f"{gain.word} zero-shot accuracy on {fv['n_test']} held-out words: {fv['zero_shot']:.0%} -> "
+                 f"{fv['with_fv']:.0%} ({gain.test}; 5-shot prompting: {fv['few_shot']:.0%})."]
         for k, r in rf.items():
-            facts.append(f"{k} learns zero-shot antonyms: held-out accuracy {r['before']:.0%} -> {r['after']:.0%} with "
-                         f"{r['params']:,} parameters (rank-matched LoRA on q,v of every layer: {r['lora']:,}).")
+            learns = C.direction(r["after"] - r["before"], ACC_GAIN, "learns zero-shot antonyms",
+                                 "gets worse at zero-shot antonyms", "does not clearly learn zero-shot antonyms")
+            facts.append(f"{k} {learns.word}: held-out accuracy {r['before']:.0%} -> {r['after']:.0%} "
+                         f"({learns.test}) with {r['params']:,} parameters (rank-matched LoRA on q,v of every layer: "
+                         f"{r['lora']:,}).")
         a0, aN = iti["rows"][0], iti["rows"][-1]
         facts.append(f"ITI on {len(iti['heads'])} heads: true-vs-false attribute margin {a0[1]:+.2f} -> {aN[1]:+.2f} nats "
                      f"(alpha {aN[0]:g}), perplexity {a0[3]:.1f} -> {aN[3]:.1f}.")
