@@ -6,52 +6,47 @@ what the clean answer needs". ``direction="noise"`` does the opposite (clean run
 ``normalize=True`` maps the metric to ``(m - m_corrupt) / (m_clean - m_corrupt)``: 1 is clean behaviour and
 0 corrupted behaviour, in both directions; otherwise values are the raw metric of each patched run.
 
-Sites: ``resid_pre``, ``attn_out``, ``mlp_out``, and the per-head ``z``, ``q``, ``k``, ``v``, ``pattern``.
-``by``: ``"layer"`` -> ``[n_layers]``, ``"pos"`` -> ``[n_layers, pos]`` (the query position for patterns),
-``"head"`` -> ``[n_layers, n_heads]`` (per-head sites only; ``k`` and ``v`` have ``n_kv_heads`` under
-grouped-query attention, and patching one KV head changes every query head sharing it).
+Sites: any per-layer site of ``uncover.core.names`` as a short name (``resid_pre``, ``attn_out``, ``mlp_out``,
+the per-head ``z``, ``q``, ``k``, ``v``, ``pattern``, ``result`` ...) or a ``Site`` (whose layers / heads
+restrict the sweep; the rest is NaN). ``by``: ``"layer"`` -> ``[n_layers]``, ``"pos"`` -> ``[n_layers, pos]``
+(the query position for patterns), ``"head"`` -> ``[n_layers, n_heads]`` (per-head sites only; ``k`` and
+``v`` have ``n_kv_heads`` under grouped-query attention, and patching one KV head changes every query head
+sharing it).
 
-Activation patching is batched: the base prompts are repeated once per patched variant along the batch
-axis and each variant's rows get their own replacement, so one forward runs many patches. Each forward
-starts at its earliest patched layer from the base run's cached residual (earlier layers are identical to
-the base run), and ``logits_to_keep=1`` skips the unembedding of positions a last-token metric never reads.
+Every sweep runs on ``uncover.core.variants``: many patched variants per forward, each forward starting at
+its earliest patched layer from the base run's cached residual, and ``logits_to_keep=1`` skipping the
+unembedding of positions a last-token metric never reads.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from uncover.core import interventions as iv
+from uncover.core.names import HEAD_AXES, SITES as ALL_SITES, Positions, Site, check_layers
+from uncover.core.results import Progress, Result, no_progress
+from uncover.core.variants import BaseRun, attribution, base_run, rows_per_forward, run_variants
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
 
 Metric = Callable[[Tensor], Tensor]  # logits [n, pos, vocab] -> scalar
-SITES = {
-    "resid_pre": "blocks.{}.hook_resid_pre",
-    "attn_out": "blocks.{}.hook_attn_out",
-    "mlp_out": "blocks.{}.hook_mlp_out",
-    "z": "blocks.{}.attn.hook_z",
-    "q": "blocks.{}.attn.hook_q",
-    "k": "blocks.{}.attn.hook_k",
-    "v": "blocks.{}.attn.hook_v",
-    "pattern": "blocks.{}.attn.hook_pattern",
-}
-HEAD_SITES = ("z", "q", "k", "v", "pattern")
+SITES = {k: v for k, v in ALL_SITES.items() if "{}" in v}  # short name -> "blocks.{}...." per-layer pattern
+HEAD_SITES = tuple(k for k in HEAD_AXES if k in SITES)
 BY = ("layer", "pos", "head")
 
 
 @dataclass
-class PatchResult:
+class PatchResult(Result):
     """values: [n_layers] (by layer), [n_layers, pos] (by pos) or [n_layers, n_heads] (by head).
 
     normalized: whether values are on the 0 (corrupt) .. 1 (clean) scale; clean_metric and corrupt_metric
     are the unpatched runs' raw metrics. method: "activation", "attribution", "path" or "ablation".
+    Saved with ``save(folder)`` / ``PatchResult.load(folder)`` (uncover's one result format).
     """
 
     values: Tensor
@@ -78,24 +73,6 @@ class PatchResult:
         names = self.labels()
         return [(names[i], float(self.values.flatten()[i])) for i in idx]
 
-    def save(self, path: str | Path) -> None:
-        """``path``.safetensors (values) + ``path``.json (everything else)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        save_file({"values": self.values.contiguous()}, str(path.with_suffix(".safetensors")))
-        meta = {k: getattr(self, k) for k in ("site", "by", "method", "direction", "normalized",
-                                              "clean_metric", "corrupt_metric", "meta")}
-        path.with_suffix(".json").write_text(json.dumps(meta))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PatchResult":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        values = load_file(str(path.with_suffix(".safetensors")))["values"]
-        return cls(values=values, **json.loads(path.with_suffix(".json").read_text()))
-
 
 # ---- inputs ----------------------------------------------------------------------------------------
 def _tokens(model: "Model", x, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -120,24 +97,26 @@ def _check_pair(model: "Model", clean, corrupt, attention_mask) -> tuple[Tensor,
     return clean_t, corrupt_t, mask
 
 
-def _check_site(model: "Model", site: str, by: str) -> None:
-    if site not in SITES:
-        raise UncoverError(f"unknown patching site {site!r}; choose one of {', '.join(SITES)}.")
+def _check_site(model: "Model", site: "str | Site", by: str) -> Site:
+    """The site as a ``Site`` (short names, suffixes, full names and dicts are accepted)."""
+    name = site.name if isinstance(site, Site) else site
+    if isinstance(name, str) and name not in SITES and name.split(".")[-1].removeprefix("hook_") not in SITES:
+        raise UncoverError(f"unknown patching site {name!r}; choose one of {', '.join(SITES)}.")
+    spec = Site.coerce(site)
     if by not in BY:
         raise UncoverError(f"by={by!r} is not one of {', '.join(BY)} (layer, layer x position, layer x head).")
-    if by == "head" and site not in HEAD_SITES:
-        raise UncoverError(f"site {site!r} has no heads; by='head' needs one of {', '.join(HEAD_SITES)}.")
-
-
-def _axes(site: str) -> tuple[int, int | None]:
-    """(position axis, head axis) of a site's activation."""
-    if site == "pattern":
-        return 2, 1
-    return 1, (2 if site in HEAD_SITES else None)
+    if by == "head" and spec.name not in HEAD_SITES:
+        raise UncoverError(f"site {spec.name!r} has no heads; by='head' needs one of {', '.join(HEAD_SITES)}.")
+    spec.layer_list(model.cfg.n_layers)  # range check
+    return spec
 
 
 def _n_heads(model: "Model", site: str) -> int:
     return model.cfg.n_kv_heads if site in ("k", "v") else model.cfg.n_heads
+
+
+def _names(model: "Model", site: str) -> list[str]:
+    return [SITES[site].format(l) for l in range(model.cfg.n_layers)]
 
 
 def _grid(model: "Model", site: str, by: str, n_pos: int) -> list[tuple[int, int | None]]:
@@ -154,91 +133,49 @@ def _shape(model: "Model", by: str, site: str, n_pos: int) -> tuple[int, ...]:
     return (L,) if by == "layer" else (L, n_pos if by == "pos" else _n_heads(model, site))
 
 
-def _index(ndim: int, axis: int | None, j: int | None, rows: slice | None = None) -> tuple:
-    idx: list = [slice(None)] * ndim
-    if rows is not None:
-        idx[0] = rows
-    if j is not None:
-        idx[axis] = j
-    return tuple(idx)
+def _selected(model: "Model", spec: Site, by: str, n_pos: int, positions, only) -> list[tuple[int, int | None]]:
+    """The grid entries to run: ``only`` if given, else those in the Site's layers / heads and ``positions``."""
+    grid = _grid(model, spec.name, by, n_pos)
+    if only is not None:
+        variants = [(int(l), None if j is None else int(j)) for l, j in only]
+        unknown = [v for v in variants if v not in grid]
+        if unknown:
+            raise UncoverError(f"only= entries {unknown[:3]} are not (layer, index) pairs of this {spec.name} by "
+                               f"{by} grid.")
+        return variants
+    layers = set(spec.layer_list(model.cfg.n_layers))
+    keep = None
+    if by == "head" and spec.heads is not None:
+        keep = set(spec.heads)
+    if by == "pos" and positions is not None:
+        keep = set(Positions.coerce(positions).resolve(n_pos)[0])
+    return [(l, j) for l, j in grid if l in layers and (keep is None or j in keep)]
 
 
-# ---- the batched engine -------------------------------------------------------------------------
-def _variant_hooks(names: dict[int, str], chunk: Sequence[tuple[int, int | None]], n: int, axis: int | None,
-                   source: Callable[[int], Tensor]) -> list[tuple[str, Callable]]:
-    """Hooks for one forward of ``len(chunk)`` variants stacked along the batch (``n`` rows each).
-
-    Variant ``s`` = (layer, j) replaces rows s*n..(s+1)*n of its layer's activation at index j by
-    ``source(layer)`` [n, ...] at the same index.
-    """
-    by_layer: dict[int, list[tuple[int, int | None]]] = {}
-    for slot, (layer, j) in enumerate(chunk):
-        by_layer.setdefault(layer, []).append((slot, j))
-
-    def make(layer: int, items: list[tuple[int, int | None]]) -> Callable:
-        def fn(act: Tensor, hook) -> Tensor:
-            src = source(layer).to(act.dtype)
-            out = act.clone()
-            for slot, j in items:
-                rows = slice(slot * n, (slot + 1) * n)
-                out[_index(act.ndim, axis, j, rows)] = src[_index(act.ndim, axis, j)]
-            return out
-
-        return fn
-
-    return [(names[layer], make(layer, items)) for layer, items in by_layer.items()]
+def _edit(name: str, by: str, j: int | None, source: Tensor) -> list[tuple[str, Callable]]:
+    """The one edit of a patched variant: ``source`` [n, ...] written at index j of the by-axis."""
+    key = {"head": "heads", "pos": "positions"}.get(by)
+    return [(name, iv.patch(source, **({} if j is None else {key: [j]})))]
 
 
-@torch.no_grad()
-def run_variants(
-    model: "Model",
-    tokens: Tensor,
-    attention_mask: Tensor | None,
-    metric: Metric,
-    site: str,
-    axis: int | None,
-    variants: Sequence[tuple[int, int | None]],
-    source: Callable[[int], Tensor],
-    resid_pre: Callable[[int], Tensor],
-    batch_size: int = 64,
-    progress: Callable[[Iterable], Iterable] | None = None,
-    logits_to_keep: int = 0,
-) -> Tensor:
-    """The metric of each variant run [len(variants)]: ``tokens`` with one site index replaced per variant.
-
-    A variant (layer, j) replaces index j along ``axis`` (everything when j is None) of that layer's
-    ``site`` activation by ``source(layer)`` [n, ...]. Up to ``batch_size`` rows (prompts x variants)
-    run in one forward, starting at its earliest patched layer from resid_pre(layer), the unpatched
-    run's ``hook_resid_pre`` [n, pos, d_model] (see ``_base_run``). logits_to_keep: see ``Model.__call__``.
-    """
-    n = tokens.shape[0]
-    per_forward = max(1, batch_size // n)
-    names = {l: SITES[site].format(l) for l in range(model.cfg.n_layers)}
-    chunks = [variants[i: i + per_forward] for i in range(0, len(variants), per_forward)]
-    out = []
-    for chunk in progress(chunks) if progress else chunks:
-        hooks = _variant_hooks(names, chunk, n, axis, source)
-        k = len(chunk)
-        big = tokens.repeat(k, 1)
-        big_mask = None if attention_mask is None else attention_mask.repeat(k, 1)
-        first = min(layer for layer, _ in chunk)
-        logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask, logits_to_keep=logits_to_keep,
-                                      start_at_layer=first, resid_pre=resid_pre(first).repeat(k, 1, 1))
-        out += [float(metric(logits[s * n: (s + 1) * n])) for s in range(k)]
+def _sweep(model: "Model", base: BaseRun, metric: Metric, spec: Site, by: str,
+           variants: Sequence[tuple[int, int | None]], source: Callable[[int], Tensor], batch_size: int,
+           max_bytes: int | None, progress: Progress, logits_to_keep: int) -> Tensor:
+    """The metric of each (layer, j) variant [len(variants)]: the site's index j taken from ``source(layer)``."""
+    names = _names(model, spec.name)
+    edits = [_edit(names[l], by, j, source(l)) for l, j in variants]
+    out = run_variants(model, base, edits, lambda logits, _: float(metric(logits)), logits_to_keep=logits_to_keep,
+                       batch_size=batch_size, max_bytes=max_bytes, progress=progress,
+                       description=f"patching {spec.name} by {by}")
     return torch.tensor(out)
 
 
-def _base_run(model: "Model", tokens: Tensor, mask: Tensor | None,
-              logits_to_keep: int = 0) -> tuple[Tensor, Callable[[int], Tensor]]:
-    """The unpatched run: logits and ``resid_pre(layer)`` for ``run_variants`` to start from."""
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
-    logits, cache = model.run_with_cache(tokens, names=names, attention_mask=mask, logits_to_keep=logits_to_keep)
-    return logits, lambda l: cache[names[l]]
-
-
-def _variant_axis(site: str, by: str) -> int | None:
-    pos_axis, head_axis = _axes(site)
-    return None if by == "layer" else (pos_axis if by == "pos" else head_axis)
+def _placed(model: "Model", spec: Site, by: str, n_pos: int, variants, measured: Tensor) -> Tensor:
+    grid = _grid(model, spec.name, by, n_pos)
+    values = torch.full((len(grid),), float("nan"))
+    if variants:
+        values[[grid.index(v) for v in variants]] = measured
+    return values.reshape(_shape(model, by, spec.name, n_pos))
 
 
 def _normalised(values: Tensor, clean: float, corrupt: float, normalize: bool) -> Tensor:
@@ -263,46 +200,45 @@ def activation_patching(
     clean,
     corrupt,
     metric: Metric,
-    site: str = "resid_pre",
+    site: "str | Site" = "resid_pre",
     by: str = "layer",
     direction: str = "denoise",
     normalize: bool = True,
     attention_mask: Tensor | None = None,
     batch_size: int = 64,
-    progress: Callable[[Iterable], Iterable] | None = None,
+    progress: Progress = no_progress,
     only: Sequence[tuple[int, int | None]] | None = None,
     logits_to_keep: int = 0,
+    positions: "Positions | Sequence[int] | str | None" = None,
+    max_bytes: int | None = None,
 ) -> PatchResult:
     """Patch one site at a time (see the module docstring) and measure ``metric`` after each patch.
 
     clean, corrupt: token ids [n, pos] or lists of prompts with equal token counts pair by pair.
-    metric: logits [n, pos, vocab] -> scalar (e.g. ``task.metric``). batch_size: rows per forward.
+    metric: logits [n, pos, vocab] -> scalar (e.g. ``task.metric``). batch_size: rows per forward;
+    max_bytes: a memory budget per forward (see ``uncover.core.variants``).
     only: patch just these entries, (layer, index) or (layer, None) for by="layer"; the rest are NaN.
+    A ``Site`` with layers / heads, or ``positions`` (by="pos"), restrict the sweep the same way.
     logits_to_keep: k > 0 gives the metric of the patched runs the logits of the last k positions only
     ([n, k, vocab]): faster, and enough for last-token metrics such as every task's.
     """
-    _check_site(model, site, by)
+    spec = _check_site(model, site, by)
     denoise = _direction(direction)
     clean_t, corrupt_t, mask = _check_pair(model, clean, corrupt, attention_mask)
-    names = [SITES[site].format(l) for l in range(model.cfg.n_layers)]
+    names = _names(model, spec.name)
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask,
                                                      logits_to_keep=logits_to_keep)
-        base_logits, base_resid = _base_run(model, base_t, mask, logits_to_keep)
-    m_src, m_base = float(metric(src_logits)), float(metric(base_logits))
+    base = base_run(model, base_t, mask, logits_to_keep=logits_to_keep)
+    m_src, m_base = float(metric(src_logits)), float(metric(base.output))
     m_clean, m_corrupt = (m_src, m_base) if denoise else (m_base, m_src)
-    grid = _grid(model, site, by, clean_t.shape[1])
-    variants = grid if only is None else [(int(l), None if j is None else int(j)) for l, j in only]
-    unknown = [v for v in variants if v not in grid]
-    if unknown:
-        raise UncoverError(f"only= entries {unknown[:3]} are not (layer, index) pairs of this {site} by {by} grid.")
-    measured = run_variants(model, base_t, mask, metric, site, _variant_axis(site, by), variants,
-                            lambda l: src_cache[names[l]], base_resid, batch_size, progress, logits_to_keep)
-    values = torch.full((len(grid),), float("nan"))
-    values[[grid.index(v) for v in variants]] = measured
-    values = values.reshape(_shape(model, by, site, clean_t.shape[1]))
-    return PatchResult(_normalised(values, m_clean, m_corrupt, normalize), site, by, "activation", direction,
+    n_pos = clean_t.shape[1]
+    variants = _selected(model, spec, by, n_pos, positions, only)
+    measured = _sweep(model, base, metric, spec, by, variants, lambda l: src_cache[names[l]], batch_size, max_bytes,
+                      progress, logits_to_keep)
+    values = _placed(model, spec, by, n_pos, variants, measured)
+    return PatchResult(_normalised(values, m_clean, m_corrupt, normalize), spec.name, by, "activation", direction,
                        normalize, m_clean, m_corrupt)
 
 
@@ -311,7 +247,7 @@ def attribution_patching(
     clean,
     corrupt,
     metric: Metric,
-    site: str = "resid_pre",
+    site: "str | Site" = "resid_pre",
     by: str = "layer",
     direction: str = "denoise",
     normalize: bool = True,
@@ -320,31 +256,52 @@ def attribution_patching(
 ) -> PatchResult:
     """The linear estimate of ``activation_patching`` (Nanda 2023; Syed 2023): two forwards, one backward.
 
-    Patching a site from a to a' changes the metric by about (a' - a) . dm/da at the base run; the
-    products are summed over the patched entries (and the prompts). Values are the estimated patched
-    metric (base metric + estimate), normalised the same way as activation patching.
-    logits_to_keep: as in ``activation_patching`` (for both runs).
+    Patching a site from a to a' changes the metric by about (a' - a) . dm/da at the base run
+    (``uncover.core.variants.attribution``); the products are summed over the patched entries (and the
+    prompts). Values are the estimated patched metric (base metric + estimate), normalised the same way as
+    activation patching. logits_to_keep: as in ``activation_patching`` (for both runs).
     """
-    _check_site(model, site, by)
+    spec = _check_site(model, site, by)
     denoise = _direction(direction)
     clean_t, corrupt_t, mask = _check_pair(model, clean, corrupt, attention_mask)
-    names = [SITES[site].format(l) for l in range(model.cfg.n_layers)]
+    names = _names(model, spec.name)
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
-    m_base, acts, grads = model.grad_cache(base_t, metric, names, attention_mask=mask, logits_to_keep=logits_to_keep)
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_t, names=names, attention_mask=mask,
                                                      logits_to_keep=logits_to_keep)
-    m_src, m_base = float(metric(src_logits)), float(m_base)
-    axis = _variant_axis(site, by)
+    m_base, effects = attribution(model, base_t, metric, names, src_cache, attention_mask=mask,
+                                  logits_to_keep=logits_to_keep)
+    m_src = float(metric(src_logits))
+    axis = None if by == "layer" else (spec.pos_axis if by == "pos" else spec.head_axis)
     rows = []
     for name in names:
-        effect = (src_cache[name].float() - acts[name].float()) * grads[name].float()
+        effect = effects[name]
         keep = [d for d in range(effect.ndim) if d != axis] if axis is not None else list(range(effect.ndim))
         rows.append(effect.sum(dim=keep))
     values = m_base + torch.stack(rows).cpu()
+    n_pos = clean_t.shape[1]
+    variants = _selected(model, spec, by, n_pos, None, None)
+    if len(variants) < len(_grid(model, spec.name, by, n_pos)):  # a Site with layers / heads: the rest is NaN
+        values = _placed(model, spec, by, n_pos, variants,
+                         torch.stack([values[l] if j is None else values[l, j] for l, j in variants]))
     m_clean, m_corrupt = (m_src, m_base) if denoise else (m_base, m_src)
-    return PatchResult(_normalised(values, m_clean, m_corrupt, normalize), site, by, "attribution", direction,
+    return PatchResult(_normalised(values, m_clean, m_corrupt, normalize), spec.name, by, "attribution", direction,
                        normalize, m_clean, m_corrupt)
+
+
+def _receivers(model: "Model", receivers, receiver_input) -> tuple[bool, list[tuple[int, int]], list[str]]:
+    cfg = model.cfg
+    inputs = [receiver_input] if isinstance(receiver_input, str) else list(receiver_input)
+    if any(i not in ("q", "k", "v") for i in inputs):
+        raise UncoverError(f"receiver_input must be 'q', 'k', 'v' or a list of them, not {receiver_input!r}.")
+    to_logits = isinstance(receivers, str)
+    if to_logits and receivers != "logits":
+        raise UncoverError(f"receivers must be 'logits' or a list of (layer, head), not {receivers!r}.")
+    recv = [] if to_logits else [(int(l), int(h)) for l, h in receivers]
+    for l, h in recv:
+        if not (0 <= l < cfg.n_layers and 0 <= h < cfg.n_heads):
+            raise UncoverError(f"receiver head ({l}, {h}) is outside {cfg.n_layers} layers x {cfg.n_heads} heads.")
+    return to_logits, recv, inputs
 
 
 @torch.no_grad()
@@ -359,89 +316,63 @@ def path_patching(
     normalize: bool = True,
     attention_mask: Tensor | None = None,
     batch_size: int = 64,
-    progress: Callable[[Iterable], Iterable] | None = None,
+    progress: Progress = no_progress,
+    max_bytes: int | None = None,
 ) -> PatchResult:
     """Path patching (Wang 2022) from each sender head to receiver heads' q/k/v inputs, or to the logits.
 
     For each sender head: (1) run the base prompts with the sender's output (hook_z) taken from the source
     run and every other head's output frozen at its base value (MLPs are recomputed), and record the
     receivers' inputs; (2) run the base prompts again with only those receiver inputs patched in, and
-    measure ``metric``. With ``receivers="logits"`` step (1)'s logits are measured directly. For k and v
-    the receiver's KV head is patched, which its grouped-query siblings share. Returns [n_layers, n_heads]
-    over senders; senders in or after the last receiver layer have no path and are NaN.
+    measure ``metric``. With ``receivers="logits"`` step (1)'s logits are measured directly; otherwise
+    step (1) stops after the last receiver layer. For k and v the receiver's KV head is patched, which its
+    grouped-query siblings share. Returns [n_layers, n_heads] over senders; senders in or after the last
+    receiver layer have no path and are NaN.
     """
     denoise = _direction(direction)
     clean_t, corrupt_t, mask = _check_pair(model, clean, corrupt, attention_mask)
     cfg = model.cfg
-    inputs = [receiver_input] if isinstance(receiver_input, str) else list(receiver_input)
-    if any(i not in ("q", "k", "v") for i in inputs):
-        raise UncoverError(f"receiver_input must be 'q', 'k', 'v' or a list of them, not {receiver_input!r}.")
-    to_logits = isinstance(receivers, str)
-    if to_logits and receivers != "logits":
-        raise UncoverError(f"receivers must be 'logits' or a list of (layer, head), not {receivers!r}.")
-    recv = [] if to_logits else [(int(l), int(h)) for l, h in receivers]
-    for l, h in recv:
-        if not (0 <= l < cfg.n_layers and 0 <= h < cfg.n_heads):
-            raise UncoverError(f"receiver head ({l}, {h}) is outside {cfg.n_layers} layers x {cfg.n_heads} heads.")
+    to_logits, recv, inputs = _receivers(model, receivers, receiver_input)
     last = cfg.n_layers if to_logits else max(l for l, _ in recv)
-    z_names = [SITES["z"].format(l) for l in range(cfg.n_layers)]
+    z_names = _names(model, "z")
     base_t, src_t = (corrupt_t, clean_t) if denoise else (clean_t, corrupt_t)
     src_logits, src_cache = model.run_with_cache(src_t, names=z_names, attention_mask=mask)
-    resid_names = [f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)]
-    base_logits, base_cache = model.run_with_cache(base_t, names=z_names + resid_names, attention_mask=mask)
-    m_src, m_base = float(metric(src_logits)), float(metric(base_logits))
+    base = base_run(model, base_t, mask, names=z_names)
+    m_src, m_base = float(metric(src_logits)), float(metric(base.output))
     senders = [(l, h) for l in range(min(last + (1 if to_logits else 0), cfg.n_layers)) for h in range(cfg.n_heads)]
     senders = [(l, h) for l, h in senders if to_logits or l < last]
-    group = cfg.n_heads // cfg.n_kv_heads
     n = base_t.shape[0]
-    per_forward = max(1, batch_size // n)
-    chunks = [senders[i: i + per_forward] for i in range(0, len(senders), per_forward)]
+
+    def freeze(l: int) -> Callable:  # every head's output at its base value (the senders' edits come after)
+        def fn(z: Tensor, hook) -> Tensor:
+            return base.cache[z_names[l]].to(z.dtype).repeat(z.shape[0] // n, 1, 1, 1)
+        return fn
+
+    frozen = [(z_names[l], freeze(l)) for l in range(cfg.n_layers)]
+    sender_edits = [[(z_names[l], iv.patch(src_cache[z_names[l]], heads=[h]))] for l, h in senders]
+    measure = lambda logits, _: float(metric(logits))  # noqa: E731
+    common = dict(batch_size=batch_size, max_bytes=max_bytes)
+    if to_logits:
+        out = run_variants(model, base, sender_edits, measure, hooks=frozen, progress=progress,
+                           description="path patching", **common)
+    else:
+        group = cfg.n_heads // cfg.n_kv_heads
+        rec_names = sorted({SITES[i].format(l) for l, _ in recv for i in inputs})
+        heads = {name: sorted({h if name.endswith("hook_q") else h // group for l, h in recv
+                               if name.startswith(f"blocks.{l}.")}) for name in rec_names}
+        per_forward = max(1, rows_per_forward(model, base_t.shape[1], batch_size, max_bytes) // n)
+        groups = [sender_edits[i: i + per_forward] for i in range(0, len(senders), per_forward)]
+        out = []
+        for edits in progress(groups, "path patching"):
+            # (1) the receivers' inputs with each sender's path active; the layers after them do not run
+            recorded = run_variants(model, base, edits, lambda _, rec: rec, hooks=frozen, record=rec_names,
+                                    stop_at_layer=last + 1, **common)
+            # (2) only those inputs patched in
+            patched = [[(name, iv.patch(rec[name], heads=heads[name])) for name in rec_names] for rec in recorded]
+            out += run_variants(model, base, patched, measure, **common)
     values = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
-    for chunk in progress(chunks) if progress else chunks:
-        k = len(chunk)
-        big = base_t.repeat(k, 1)
-        big_mask = None if mask is None else mask.repeat(k, 1)
-
-        def freeze(l: int):
-            def fn(z: Tensor, hook) -> Tensor:
-                out = base_cache[z_names[l]].to(z.dtype).repeat(k, 1, 1, 1)
-                for slot, (sl, sh) in enumerate(chunk):
-                    if sl == l:
-                        out[slot * n: (slot + 1) * n, :, sh] = src_cache[z_names[l]][:, :, sh]
-                return out
-            return fn
-
-        hooks = [(z_names[l], freeze(l)) for l in range(cfg.n_layers)]
-        def start(layer: int) -> dict:  # layers before ``layer`` run exactly as in the base run
-            return {"start_at_layer": layer, "resid_pre": base_cache[resid_names[layer]].repeat(k, 1, 1)}
-
-        first_sender = min(l for l, _ in chunk)
-        if to_logits:
-            logits = model.run_with_hooks(big, fwd_hooks=hooks, attention_mask=big_mask, **start(first_sender))
-        else:
-            recorded: dict[str, Tensor] = {}
-            rec_names = sorted({SITES[i].format(l) for l, _ in recv for i in inputs})
-
-            def record(t: Tensor, hook) -> None:
-                recorded[hook.name] = t.clone()
-
-            first_receiver = min(l for l, _ in recv)  # its inputs are recorded in this run
-            model.run_with_hooks(big, fwd_hooks=hooks + [(r, record) for r in rec_names], attention_mask=big_mask,
-                                 **start(min(first_sender, first_receiver)))
-
-            def patch_receivers(t: Tensor, hook) -> Tensor:
-                l = hook.layer
-                kind = hook.name.rsplit("hook_", 1)[1]
-                heads = {h if kind == "q" else h // group for rl, h in recv if rl == l}
-                out = t.clone()
-                for h in heads:
-                    out[:, :, h] = recorded[hook.name][:, :, h]
-                return out
-
-            logits = model.run_with_hooks(big, fwd_hooks=[(r, patch_receivers) for r in rec_names],
-                                          attention_mask=big_mask, **start(first_receiver))
-        for slot, (sl, sh) in enumerate(chunk):
-            values[sl, sh] = float(metric(logits[slot * n: (slot + 1) * n]))
+    for (sl, sh), value in zip(senders, out):
+        values[sl, sh] = value
     m_clean, m_corrupt = (m_src, m_base) if denoise else (m_base, m_src)
     meta = {"receivers": "logits" if to_logits else recv, "receiver_input": inputs}
     return PatchResult(_normalised(values, m_clean, m_corrupt, normalize), "z", "head", "path", direction,
@@ -456,11 +387,10 @@ def ablation_source(model: "Model", tokens: Tensor, site: str, kind: str, attent
     resample: the activation of another prompt: ``reference`` rows (same token count) if given, else
     ``tokens`` rows shuffled so that no prompt keeps its own.
     """
-    from uncover.core.interventions import mean_activations
-
     if kind not in ("zero", "mean", "resample"):
         raise UncoverError(f"ablation kind must be 'zero', 'mean' or 'resample', not {kind!r}.")
-    names = [SITES[site].format(l) for l in range(model.cfg.n_layers)]
+    site = Site.coerce(site).name
+    names = _names(model, site)
     n = tokens.shape[0]
     _, cache = model.run_with_cache(tokens, names=names, attention_mask=attention_mask)
     if kind == "zero":
@@ -468,7 +398,7 @@ def ablation_source(model: "Model", tokens: Tensor, site: str, kind: str, attent
     if kind == "mean":
         ref = tokens if reference is None else reference
         ref_mask = attention_mask if reference is None else None
-        means = mean_activations(model, ref, names, attention_mask=ref_mask)
+        means = iv.mean_activations(model, ref, names, attention_mask=ref_mask)
         return lambda l: means[names[l]].expand_as(cache[names[l]])
     if reference is None:
         if n < 2:
@@ -488,32 +418,34 @@ def ablation_sweep(
     model: "Model",
     tokens,
     metric: Metric,
-    site: str = "z",
+    site: "str | Site" = "z",
     by: str = "head",
     kind: str = "zero",
     attention_mask: Tensor | None = None,
     reference: Tensor | None = None,
     seed: int = 0,
     batch_size: int = 64,
-    progress: Callable[[Iterable], Iterable] | None = None,
+    progress: Progress = no_progress,
     logits_to_keep: int = 0,
+    positions: "Positions | Sequence[int] | str | None" = None,
+    max_bytes: int | None = None,
 ) -> PatchResult:
     """Ablate one site at a time (zero / mean / resample, see ``ablation_source``) and measure ``metric``.
 
-    Values are raw metrics of each ablated run; ``clean_metric`` is the unablated run's metric.
-    logits_to_keep: as in ``activation_patching``.
+    Values are raw metrics of each ablated run (NaN outside a ``Site``'s layers / heads or ``positions``);
+    ``clean_metric`` is the unablated run's metric. logits_to_keep: as in ``activation_patching``.
     """
-    _check_site(model, site, by)
+    spec = _check_site(model, site, by)
     tokens, mask = _tokens(model, tokens, attention_mask)
-    source = ablation_source(model, tokens, site, kind, mask, reference, seed)
-    with torch.no_grad():
-        logits, resid = _base_run(model, tokens, mask, logits_to_keep)
-    m = float(metric(logits))
-    variants = _grid(model, site, by, tokens.shape[1])
-    values = run_variants(model, tokens, mask, metric, site, _variant_axis(site, by), variants, source, resid,
-                          batch_size, progress, logits_to_keep)
-    values = values.reshape(_shape(model, by, site, tokens.shape[1]))
-    return PatchResult(values, site, by, "ablation", kind, False, m, float("nan"), {"kind": kind})
+    source = ablation_source(model, tokens, spec.name, kind, mask, reference, seed)
+    base = base_run(model, tokens, mask, logits_to_keep=logits_to_keep)
+    m = float(metric(base.output))
+    n_pos = tokens.shape[1]
+    variants = _selected(model, spec, by, n_pos, positions, None)
+    measured = _sweep(model, base, metric, spec, by, variants, source, batch_size, max_bytes, progress,
+                      logits_to_keep)
+    values = _placed(model, spec, by, n_pos, variants, measured)
+    return PatchResult(values, spec.name, by, "ablation", kind, False, m, float("nan"), {"kind": kind})
 
 
 def head_ablation_hooks(model: "Model", heads: Sequence[tuple[int, int]], kind: str = "zero",
@@ -522,8 +454,6 @@ def head_ablation_hooks(model: "Model", heads: Sequence[tuple[int, int]], kind: 
 
     values: for mean ablation, ``mean_activations(model, tokens, names)`` of the hook_z names.
     """
-    from uncover.core.interventions import ablate
-
     by_layer: dict[int, list[int]] = {}
     for l, h in heads:
         by_layer.setdefault(int(l), []).append(int(h))
@@ -531,7 +461,7 @@ def head_ablation_hooks(model: "Model", heads: Sequence[tuple[int, int]], kind: 
     for l, hs in sorted(by_layer.items()):
         name = SITES["z"].format(l)
         vals = None if values is None else values[name]
-        hooks.append((name, ablate(kind, heads=hs, values=vals)))
+        hooks.append((name, iv.ablate(kind, heads=hs, values=vals)))
     return hooks
 
 
