@@ -50,6 +50,46 @@ class _Undo:
             self.fn = None
 
 
+class _Chain:
+    """The hook functions that every active hooks() block put on one edge site of one module, run as one
+    chain (outer blocks first, as on any module) behind a single set of torch hooks."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[HookPoint, list, bool]] = []
+        self.handles: list = []
+
+    def run(self, t: torch.Tensor) -> torch.Tensor:
+        for point, fns, _ in self.groups:
+            t = _apply(fns, t, point)
+        return t
+
+    @property
+    def force_write(self) -> bool:
+        return any(force for _, _, force in self.groups)
+
+
+def _chained(module: nn.Module, key: str, install: Callable[[_Chain], list], point: HookPoint, fns: list,
+             force_write: bool) -> list:
+    """Join (or start) the chain ``key`` on ``module``; ``install(chain)`` registers its torch hooks once."""
+    chains = module.__dict__.setdefault("_uncover_chains", {})
+    if key not in chains:
+        chains[key] = _Chain()
+        chains[key].handles = install(chains[key])
+    chain, group = chains[key], (point, fns, force_write)
+    chain.groups.append(group)
+
+    def undo() -> None:
+        chain.groups.pop(next(i for i, g in enumerate(chain.groups) if g is group))
+        if not chain.groups:
+            for handle in reversed(chain.handles):
+                handle.remove()
+            del chains[key]
+            if not chains:
+                del module.__dict__["_uncover_chains"]
+
+    return [_Undo(undo)]
+
+
 def _changed_heads(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere."""
     return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
@@ -63,7 +103,7 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
     n_heads = cfg.n_heads
     carry = kind != "q" and cfg.n_kv_heads < n_heads
 
-    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+    def install(chain: _Chain) -> list:
         seen: dict[str, Any] = {}
         set_attrs: dict[str, Any] = {}
 
@@ -73,8 +113,7 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
         def capture_attn_input(module, args, kwargs):
             if norm is None:
                 seen["x"] = args[0] if args else kwargs["hidden_states"]
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
-            seen["cached"] = cache is not None
+            seen["cached"] = kwargs.get("cache", kwargs.get("past_key_values")) is not None
 
         def restore(*_: Any) -> None:
             for name, value in set_attrs.items():
@@ -84,12 +123,13 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
                 attn._uncover_carry.pop(kind, None)
 
         def on_projection(module, args, output):
-            x = seen.pop("x")
             raw = _first(output)
+            current = proj.read(raw)
+            x = seen.pop("x")[:, -current.shape[1] :]  # all positions, or the last (a toy's last_only queries)
             b, p, d = x.shape
             view = x.unsqueeze(2).expand(b, p, n_heads, d)
-            new = _apply(fns, view, point)
-            if force_write:
+            new = chain.run(view)
+            if chain.force_write:
                 heads = torch.arange(n_heads, device=x.device)
             elif new is view:
                 return None
@@ -99,14 +139,14 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
                     return None
             normed = new[:, :, heads] if norm is None else norm.forward(new[:, :, heads])
             mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
-            current = proj.read(raw)
             if not carry:
                 return _replace_first(output, proj.write(raw, current.index_copy(2, heads, mine.to(current.dtype))))
             if seen.get("cached"):
                 raise UncoverError(
-                    f"'{point.name}' changed a key/value input of a grouped-query layer during a forward with a KV "
-                    "cache (generate); such edits give a query head its own key/value, which the cache cannot "
-                    "hold: run the model without a cache (model(...), run_with_hooks) instead"
+                    f"'hook_{kind}_input' of layer {chain.groups[0][0].layer} changed a key/value input of a "
+                    "grouped-query layer during a forward with a KV cache (generate); such edits give a query head "
+                    "its own key/value, which the cache cannot hold: run the model without a cache "
+                    "(model(...), run_with_hooks) instead"
                 )
             for name, value in adapter.carry_attrs(attn, cfg, kind, len(heads)).items():
                 set_attrs.setdefault(name, getattr(attn, name))
@@ -123,8 +163,11 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
         handles.append(attn.register_forward_hook(restore))
         # prepended: the head copies are in place before hook_q / hook_k / hook_v read the same module's output
         handles.append(proj.module.register_forward_hook(on_projection, prepend=True))
-        handles.append(_Undo(restore))
-        return handles[::-1]  # removed in reverse: the attributes come back before the route is undone
+        handles.append(_Undo(restore))  # removed first (handles go in reverse): attributes back, then the route
+        return handles
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return _chained(proj.module, f"{kind}_input", install, point, fns, force_write)
 
     return HookSite(proj.module, "edge", on_request=True, attach_fn=attach_fn)
 
@@ -136,18 +179,17 @@ def result_site(
     """``blocks.{l}.attn.hook_result``. z is read at ``z_module``'s input ("in", merged heads [b, p, H*d_head])
     or output ("out", [b, p, H, d_head]); the attention output is ``out_module``'s output. W_O: [H, d_head, d_model]."""
 
-    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+    def install(chain: _Chain) -> list:
         seen: dict[str, torch.Tensor] = {}
 
         def per_head(z: torch.Tensor) -> torch.Tensor:
             if z_from == "in":
                 z = z.view(*z.shape[:-1], z.shape[-1] // d_head, d_head)
-            w = W_O()
-            return torch.einsum("bphe,hed->bphd", z, w.to(z.dtype))
+            return torch.einsum("bphe,hed->bphd", z, W_O().to(z.dtype))
 
         def replace(output: Any, result: torch.Tensor) -> Any:
-            new = _apply(fns, result, point)
-            if new is result and not force_write:
+            new = chain.run(result)
+            if new is result and not chain.force_write:
                 return None
             total = new.sum(dim=2)
             b = bias()
@@ -167,22 +209,28 @@ def result_site(
 
         return [z_module.register_forward_hook(grab), out_module.register_forward_hook(hook, prepend=True)]
 
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return _chained(out_module, "result", install, point, fns, force_write)
+
     return HookSite(out_module, "edge", on_request=True, attach_fn=attach_fn)
 
 
 def mlp_in_site(norm: nn.Module) -> HookSite:
     """``blocks.{l}.hook_mlp_in``: the input of the MLP's pre-norm ``norm``; a change re-runs only that norm."""
 
-    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+    def install(chain: _Chain) -> list:
         def hook(module, args, output):
             x = args[0]
             t = x.view_as(x)  # its own autograd node: gradients here count the MLP's path only
-            new = _apply(fns, t, point)
-            if new is t and not force_write:
+            new = chain.run(t)
+            if new is t and not chain.force_write:
                 return None
             return _replace_first(output, module.forward(new))
 
         # a forward hook sees the input after every pre-hook (hook_resid_mid's writes included)
         return [norm.register_forward_hook(hook, prepend=True)]
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return _chained(norm, "mlp_in", install, point, fns, force_write)
 
     return HookSite(norm, "edge", on_request=True, attach_fn=attach_fn)
