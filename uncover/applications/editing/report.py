@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 
+from uncover.report import claims as C
 from uncover.report import html as H
 from uncover.report.section import ReportContext
 
@@ -24,6 +25,11 @@ SIZES = {
 }
 TRACE_RELATIONS = ("landmark_city", "capital", "city_country", "language")
 FAVOURITE = "Eiffel Tower"
+
+# cut-offs of the findings' wording (uncover.report.claims); each is printed with its claim
+NOISE_DROP = C.Threshold("noise_drop", 0.05, "probability change")
+RESTORE_EFFECT = C.Threshold("restore_effect", 0.01, "indirect effect")
+EFFICACY = C.Threshold("efficacy", 50, "efficacy", "%")  # P(new) > P(old) on more than half the edits
 
 
 def _clean(values: Any) -> Any:
@@ -104,13 +110,19 @@ class EditingSection:
         n_edits = a["n_records"]
         facts = (f"{len(t['facts'])} facts the model knows ({data['n_known']} of {data['n_pool']} candidates "
                  f"known)")
+        drop = C.direction(t["clean_prob"] - t["corrupt_prob"], NOISE_DROP, "drops", "raises", "does not clearly change")
+        helps = C.at_least(t["mlp_peak_effect"], RESTORE_EFFECT, "helps most", "helps little even at its best,")
+        rewrote = C.at_least(a["rewrite"], EFFICACY, "rewrote", "did not rewrite")
+        if rewrote.holds and b["rewrite"] >= EFFICACY.value:  # nothing to rewrite: new already beat old
+            rewrote = C.Claim(None, "did not need to rewrite", f"efficacy ≥ {EFFICACY.fmt()} before the edit too")
         findings = [
-            f"Causal tracing over {facts}: noising the subject drops the attribute's probability from "
-            f"{t['clean_prob']:.3f} to {t['corrupt_prob']:.3f} on average ({t['samples']} noise samples).",
-            f"Restoring MLP outputs (window of {t['window']} layers) at the last subject token helps most around "
-            f"layer {t['mlp_peak_layer']} (+{t['mlp_peak_effect']:.3f} probability); the largest MLP effect "
-            f"anywhere is at layer {t['mlp_global_peak'][0]}, {t['mlp_global_peak'][1]}.",
-            f"ROME at layer {r['layer']} rewrote {req['text']!r} from {req['old']!r} to {req['new']!r}: "
+            f"Causal tracing over {facts}: noising the subject {drop.word} the attribute's probability, "
+            f"{t['clean_prob']:.3f} -> {t['corrupt_prob']:.3f} on average ({t['samples']} noise samples; {drop.test}).",
+            f"Restoring MLP outputs (window of {t['window']} layers) at the last subject token {helps.word} around "
+            f"layer {t['mlp_peak_layer']} ({t['mlp_peak_effect']:+.3f} probability; {helps.test}); the largest MLP "
+            f"effect anywhere is at layer {t['mlp_global_peak'][0]}, {t['mlp_global_peak'][1]}.",
+            f"ROME at layer {r['layer']} {rewrote.word} {req['text']!r} from {req['old']!r} to {req['new']!r} "
+            f"({rewrote.test}): "
             f"efficacy {a['rewrite']:.0f}% (before {b['rewrite']:.0f}%), paraphrase {a['paraphrase']:.0f}% over "
             f"{r['n_paraphrases']} paraphrases, neighbourhood {a['neighbourhood']:.0f}% over "
             f"{r['n_neighbours']} neighbours (before {b['neighbourhood']:.0f}%)"
