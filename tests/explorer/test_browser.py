@@ -41,8 +41,9 @@ def no_grad():
 
 
 def show(token: str) -> str:
-    """A token as the page shows it (JSON-escaped, without the quotes)."""
-    return json.dumps(token, ensure_ascii=False)[1:-1]
+    """A token as the page shows it: JSON-escaped without the quotes; only spaces as ␣; empty as ∅."""
+    s = json.dumps(token, ensure_ascii=False)[1:-1]
+    return "∅" if s == "" else s.replace(" ", "␣") if s.strip() == "" else s
 
 
 def near(text: str, value: float, decimals: int) -> bool:

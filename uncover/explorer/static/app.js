@@ -10,7 +10,11 @@ const $ = (id) => document.getElementById(id);
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
-const show = (t) => JSON.stringify(t).slice(1, -1);  // a token with its spaces and newlines visible
+// A token as shown: newlines and tabs escaped; a token of only spaces as ␣ (one per space); an empty one as ∅.
+function show(t) {
+  const s = JSON.stringify(t).slice(1, -1);
+  return s === "" ? "∅" : s.trim() === "" ? s.replace(/ /g, "␣") : s;
+}
 const p4 = (x) => Number(x).toFixed(4);
 const f3 = (x) => Number(x).toFixed(3);
 const tokLabel = (i, t) => `${i} ${show(t)}`;
