@@ -159,7 +159,7 @@ def create_app(explorer: Explorer, token: str, allowed_hosts: Iterable[str] = LO
     def circuit(name: str) -> dict[str, Any]:
         if name not in ex.circuits:
             raise HTTPException(404, f"no circuit named {name!r}; loaded: {sorted(ex.circuits) or 'none'}")
-        return ex.circuit(name)
+        return ex.circuits[name]
 
     return Guard(app, token, allowed_hosts, ex.limits.max_body_bytes)
 

@@ -118,7 +118,7 @@ class Explorer:
         self.saes: dict[str, NamedSAE] = {}
         for folder in saes:
             for path in find_sae_folders(folder):
-                named = NamedSAE(_unique(path.name, taken), str(path), SAE.load(path))
+                named = NamedSAE(_unique(path.name, taken), str(path), SAE.load(path).to(model.device))
                 named.error = self._sae_problem(named.sae)
                 self.saes[named.name] = named
         taken = set()
@@ -166,7 +166,7 @@ class Explorer:
             raise UncoverError("the prompt is empty; type some text")
         if len(prompt) > self.limits.max_prompt_chars:
             raise UncoverError(f"the prompt has {len(prompt)} characters; the limit is {self.limits.max_prompt_chars}")
-        tokens = self.model.to_tokens(prompt, truncate=True)
+        tokens = self.model.to_tokens(prompt)
         if tokens.shape[1] > self.limits.max_tokens:
             raise UncoverError(f"the prompt has {tokens.shape[1]} tokens; the limit is {self.limits.max_tokens} "
                                "(uncover serve --max-tokens sets it); shorten it")
@@ -333,9 +333,7 @@ class Explorer:
 
     def feature(self, sae: str, latent: int, n_top: int = 8) -> dict[str, Any]:
         """A latent's page: top contexts in the corpus, activation histogram, logit effects, polysemanticity."""
-        from uncover.features.analysis import (
-            activation_histogram, context_window, logit_effects, polysemanticity, sae_latents, top_contexts,
-        )
+        from uncover.features.analysis import logit_effects, sae_latents, top_contexts
 
         model_sae = self._sae(sae)
         if not 0 <= latent < model_sae.cfg.d_sae:
@@ -346,8 +344,7 @@ class Explorer:
                 corpus = self._corpus()
                 ctx = top_contexts(self.model, sae_latents(model_sae, [latent]), corpus, n_top=min(n_top, len(corpus)))
                 effects = logit_effects(self.model, model_sae.W_dec[[latent]].detach(), k=10)
-            self._cached[key] = _card(f"{sae} latent {latent}", ctx, polysemanticity(ctx)[0],
-                                      activation_histogram(ctx.acts[0]), effects, self.model, context_window)
+            self._cached[key] = _card(self.model, f"{sae} latent {latent}", ctx, effects)
         return self._cached[key]
 
     def neuron(self, layer: int, neuron: int, n_top: int = 8) -> dict[str, Any]:
@@ -431,21 +428,19 @@ class Explorer:
             return steering_hooks(self._cached[key], coeff)
         raise UncoverError(f"unknown steering source {source!r}; use 'direction:NAME', 'concept:NAME' or 'sae:NAME'")
 
-    def circuit(self, name: str) -> dict[str, Any]:
-        """A loaded circuit graph (see ``uncover.explorer.circuits``)."""
-        if name not in self.circuits:
-            raise KeyError(name)
-        return self.circuits[name]
-
 
 def _layer_of(hook: str) -> int | None:
     parts = hook.split(".")
     return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else None
 
 
-def _card(title: str, ctx, poly, hist, effects, model, context_window) -> dict[str, Any]:
-    """A feature page as JSON (the same fields as the neuron cards of uncover.components.neurons)."""
-    return {"title": title, "max_activation": float(ctx.values[0, 0]), "polysemanticity": float(poly),
+def _card(model: "Model", title: str, ctx, effects: dict[str, Any]) -> dict[str, Any]:
+    """One unit's page as JSON from its TopContexts and logit effects (the fields of the neuron cards of
+    uncover.components.neurons, plus the firing rate)."""
+    from uncover.features.analysis import activation_histogram, context_window, polysemanticity
+
+    hist = activation_histogram(ctx.acts[0])
+    return {"title": title, "max_activation": float(ctx.values[0, 0]), "polysemanticity": float(polysemanticity(ctx)[0]),
             "firing_rate": hist["firing_rate"],
             "contexts": [context_window(model, ctx, 0, r) for r in range(ctx.values.shape[1])],
             "histogram": hist, "top_tokens": effects["top_tokens"][0], "top_logits": effects["top_logits"][0],
