@@ -1,4 +1,6 @@
-"""Architecture adapters: one small file per family. ``adapter_for(hf_model)`` picks one."""
+"""Architecture adapters. ``adapter_for(hf_model)`` picks one: a hand-written family adapter where a family
+has one (its ``model_type`` and the modules it names both match), otherwise the structural adapter built from
+what the model's modules do (structural.py), otherwise the residual-stream level, otherwise a clear error."""
 from __future__ import annotations
 
 from torch import nn
@@ -9,6 +11,7 @@ from uncover.core.adapters.gpt2 import GPT2Adapter
 from uncover.core.adapters.llama import LlamaAdapter, Qwen3Adapter
 from uncover.core.adapters.neox import NeoXAdapter
 from uncover.core.adapters.phi3 import Phi3Adapter
+from uncover.core.adapters.structural import ResidualAdapter, StructuralAdapter, structural_adapter
 from uncover.errors import UncoverError
 
 ADAPTERS: list[Adapter] = [
@@ -21,19 +24,44 @@ def supported_model_types() -> list[str]:
     return sorted(t for a in ADAPTERS for t in a.model_types)
 
 
+def _fits(adapter: Adapter, hf: nn.Module) -> bool:
+    """Whether a family adapter's module paths exist on this model (a renamed fork falls to structural)."""
+    try:
+        layer = adapter.layers(hf)[0]
+        return all(m is not None for m in (adapter.embed(hf), adapter.final_norm(hf), adapter.attn(layer),
+                                           adapter.o_proj(layer), adapter.mlp_down(layer)))
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
 def adapter_for(hf: nn.Module) -> Adapter:
-    """The adapter for a transformers causal LM (by ``config.model_type``), or a clear error."""
+    """The adapter for a causal LM: hand-written family, structural, residual-only, or a clear error.
+
+    Structural detection runs one short probe forward, once, here at load; forwards pay nothing for it.
+    """
     custom = getattr(hf, "uncover_adapter", None)  # models defined in uncover (toy models) bring their own
     if custom is not None:
         return custom
-    model_type = getattr(getattr(hf, "config", None), "model_type", None)
+    config = getattr(hf, "config", None)
+    model_type = getattr(config, "model_type", None)
     for adapter in ADAPTERS:
-        if model_type in adapter.model_types:
+        if model_type in adapter.model_types and _fits(adapter, hf):
             return adapter
-    raise UncoverError(
-        f"architecture '{model_type}' ({type(hf).__name__}) is not supported; supported model types: "
-        f"{', '.join(supported_model_types())}. Adding one is a small file in uncover/core/adapters/."
-    )
+    if config is None or not callable(getattr(hf, "get_input_embeddings", None)):
+        raise UncoverError(
+            f"{type(hf).__name__} is not a transformers causal LM (no config or input embeddings); load one "
+            "with transformers' AutoModelForCausalLM, or use an uncover toy model"
+        )
+    try:
+        return structural_adapter(hf)
+    except UncoverError:
+        raise
+    except Exception as e:  # the probe forward failed: say so instead of a traceback from deep inside HF
+        raise UncoverError(
+            f"architecture '{model_type}' ({type(hf).__name__}) could not be probed ({type(e).__name__}: {e}); "
+            "no hook level is available, not even the residual stream. Use model.hf directly."
+        ) from e
 
 
-__all__ = ["Adapter", "ModelConfig", "adapter_for", "supported_model_types", "ADAPTERS"]
+__all__ = ["Adapter", "ModelConfig", "adapter_for", "supported_model_types", "ADAPTERS", "StructuralAdapter",
+           "ResidualAdapter"]
