@@ -19,6 +19,7 @@ AREAS = [
     "uncover.components.cli",
     "uncover.features.cli",
     "uncover.representations.cli",
+    "uncover.representations.world.cli",
     "uncover.dynamics.cli",
     "uncover.applications.editing.cli",
 ]

@@ -29,6 +29,7 @@ SECTIONS = [
     "uncover.components.report:SECTION",
     "uncover.features.report:SECTION",
     "uncover.representations.report:SECTION",
+    "uncover.representations.world.report:SECTION",
     "uncover.dynamics.report:SECTION",
     "uncover.applications.editing.report:SECTION",
 ]

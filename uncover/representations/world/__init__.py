@@ -1,0 +1,1 @@
+"""World models (survey §3.1): Othello-GPT, board-state probes and interventions."""
