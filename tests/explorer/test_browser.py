@@ -191,6 +191,7 @@ def test_sae_features_feature_page_and_a_mismatched_sae(page, lm, assets):
     page.select_option("#sae-select", "wrong_width")
     page.wait_for_selector("#error:not([hidden])")
     assert "d_in=32" in page.inner_text("#error") and "64 wide" in page.inner_text("#error")
+    assert page.locator("#sae-table tr").count() == 0 and page.locator("#feature-page").is_hidden()
     shot(page, "5-sae-mismatch-error")
 
 

@@ -264,6 +264,8 @@ async function loadDla() {
 async function loadSae() {
   const name = $("sae-select").value;
   const meta = S.info.saes.find((s) => s.name === name);
+  table($("sae-table"), null, []);  // nothing of another SAE stays on screen if this one fails
+  $("feature-page").hidden = true;
   if (!meta) {
     $("sae-info").textContent = "No SAE loaded: start the server with --sae DIR (SAELens format).";
     table($("sae-table"), null, []);
@@ -281,6 +283,8 @@ async function loadSae() {
 
 async function loadNeurons() {
   const layer = +$("neuron-layer").value;
+  table($("neuron-table"), null, []);
+  $("neuron-page").hidden = true;
   const r = await api("/api/neurons", { prompt: S.prompt, layer, k: 5 });
   table($("neuron-table"), ["pos", "token", `top neurons of layer ${layer} (activation)`], r.tokens.map((t, p) =>
     `<tr data-pos="${p}"><td>${p}</td><td class="tokcell">${esc(show(t))}</td><td>` +
