@@ -118,24 +118,33 @@ def test_path_patching_matches_two_step_loop(tiny_model, pair):
     assert float(to_logits.values[sender]) == pytest.approx(expect, abs=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["zero", "mean", "resample"])
+@pytest.mark.parametrize("kind", ["zero", "mean", "resample", "resample-reference"])
 def test_ablation_sweep_matches_naive_loop(tiny_model, pair, kind):
+    """Each ablated activation is written here from its definition, not taken from ablation_source."""
     model = tiny_model("llama")
-    tokens = pair[0]
-    r = P.ablation_sweep(model, tokens, metric, "z", "head", kind=kind, seed=3)
+    tokens = pair[0][:2]  # two prompts: resampling without a reference must swap them (never a prompt's own)
     names = [P.SITES["z"].format(l) for l in range(model.cfg.n_layers)]
-    source = P.ablation_source(model, tokens, "z", kind, seed=3)
+    _, cache = model.run_with_cache(tokens, names=names)
+    reference = pair[1][:1] if kind == "resample-reference" else None  # one reference: every prompt gets it
+    if reference is not None:
+        _, ref = model.run_with_cache(reference, names=names)
+
+    def source(l):
+        act = cache[names[l]]                                             # [batch, pos, head, d_head]
+        if kind == "zero":
+            return torch.zeros_like(act)
+        if kind == "mean":                                                # over prompts and positions
+            return act.mean((0, 1), keepdim=True).expand_as(act).clone()
+        if kind == "resample":
+            return act[[1, 0]]
+        return ref[names[l]].expand_as(act).clone()
+
+    r = P.ablation_sweep(model, tokens, metric, "z", "head", kind=kind.split("-")[0], reference=reference, seed=3)
     for l in range(model.cfg.n_layers):
         for h in range(model.cfg.n_heads):
-            if kind == "zero":
-                fn = ablate("zero", heads=[h])
-            else:
-                fn = patch(source(l), heads=[h])
-            assert float(r.values[l, h]) == pytest.approx(float(metric(model.run_with_hooks(tokens, [(names[l], fn)]))), abs=1e-4)
-    if kind == "mean":
-        from uncover.core.interventions import mean_activations
-        means = mean_activations(model, tokens, names[:1])
-        assert torch.allclose(source(0)[0, 0], means[names[0]], atol=1e-6)
+            with torch.no_grad():
+                expect = float(metric(model.run_with_hooks(tokens, [(names[l], patch(source(l), heads=[h]))])))
+            assert float(r.values[l, h]) == pytest.approx(expect, abs=1e-4)
 
 
 def test_result_save_load_and_top(tmp_path, tiny_model, pair):
