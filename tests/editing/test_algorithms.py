@@ -74,9 +74,19 @@ def test_rome_writes_k_star_to_v_star_and_restores_bitwise(tiny_lm):
     edit = rome(tiny_lm, request, cfg, covariance=C)
     key, value = edit.tensors["key"], edit.tensors["value"]
     assert torch.allclose(key.float() @ tiny_lm.W_out(1).detach(), value.float(), atol=1e-4)
-    # k* is the mean key over the prefixes; it is read before the edited matrix, so the edit keeps it
+    # k* from its definition: the MLP key (mlp.hook_post) at the subject's last token, averaged over the
+    # prompt with each context prefix; one unpadded prompt at a time, the subject's token found by id
     prefixes = context_prefixes(tiny_lm, 2, 4, seed=0)
-    assert len(prefixes) == 3 and torch.allclose(mean_keys(tiny_lm, 1, [request], prefixes)[0], key)
+    assert len(prefixes) == 3
+    subject_id = tiny_lm.to_single_token("France")
+    keys = []
+    with torch.no_grad():
+        for prefix in prefixes:
+            tokens = tiny_lm.to_tokens(prefix + request.text)
+            pos = max(i for i, t in enumerate(tokens[0].tolist()) if t == subject_id)
+            _, cache = tiny_lm.run_with_cache(tokens, names=["blocks.1.mlp.hook_post"])
+            keys.append(cache["blocks.1.mlp.hook_post"][0, pos].double())
+    assert torch.allclose(torch.stack(keys).mean(0), key.double(), atol=1e-5)
     assert tiny_lm(tiny_lm.to_tokens(request.text))[0, -1].argmax() == rome_id
     assert edit.info["nll"][-1] < edit.info["nll"][0] - 1.0
     changed = [n for n, p in tiny_lm.hf.named_parameters() if not torch.equal(p, W0[n])]
