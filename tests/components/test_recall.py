@@ -22,13 +22,23 @@ def test_zero_and_renormalise_equals_minus_infinity_logits(tiny_model):
     renorm = p * ~blocked
     renorm = renorm / renorm.sum(-1, keepdim=True)
     assert torch.allclose(renorm, expect, atol=1e-5)
+    # the core intervention the knockout uses does exactly this, and leaves the other query rows alone
+    from uncover.core.hooks import HookPoint
+    from uncover.core.interventions import block_attention
+
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    knocked = block_attention(blocked)(pattern, HookPoint("blocks.1.attn.hook_pattern", 1))
+    assert torch.allclose(knocked[0, :, -1], expect, atol=1e-5)
+    assert torch.equal(knocked[:, :, :-1], pattern[:, :, :-1])
 
 
 FACTS = [Fact("France", "capital", " Paris"), Fact("Japan", "capital", " Tokyo")]
 
 
-def test_knockout_matches_a_one_fact_loop(smollm):
+def test_knockout_matches_a_one_fact_loop(smollm, tmp_path):
     r = R.attention_knockout(smollm, FACTS, window=3, layers=[4, 20], batch_size=4)
+    again = R.KnockoutResult.load(r.save(tmp_path / "knockout"))
+    assert torch.equal(again.per_fact, r.per_fact) and again.windows == r.windows
     assert r.values.shape == (3, 2) and r.per_fact.shape == (3, 2, 2)
     for i, fact in enumerate(FACTS):
         tokens = smollm.to_tokens(fact.prompt())

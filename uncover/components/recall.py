@@ -10,11 +10,15 @@ and how highly ranked the attribute already is there, layer by layer, against th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
 
+from uncover.core.interventions import block_attention
+from uncover.core.names import act_name, check_layers
+from uncover.core.results import Progress, Result, no_progress
+from uncover.core.variants import base_run, run_variants
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -64,7 +68,7 @@ def _block_masks(model: "Model", facts: Sequence["Fact"], tokens: Tensor, mask: 
 
 
 @dataclass
-class KnockoutResult:
+class KnockoutResult(Result):
     """values: [n_targets, n_layers] mean relative change (%) of the attribute's probability when the last
     position cannot attend to ``targets[i]`` in layers ``windows[l]``; per_fact: [n_targets, n_layers, n]."""
 
@@ -79,11 +83,12 @@ class KnockoutResult:
 @torch.no_grad()
 def attention_knockout(model: "Model", facts: Sequence["Fact"] | None = None, n: int = 8, window: int | None = None,
                        targets: Sequence[str] = TARGETS, layers: Sequence[int] | None = None, batch_size: int = 64,
-                       progress: Callable[[Iterable], Iterable] | None = None) -> KnockoutResult:
+                       progress: Progress = no_progress, max_bytes: int | None = None) -> KnockoutResult:
     """Geva 2023's attention knockout on ``n`` facts the model knows (default: ``known_facts``).
 
     window: layers blocked around each layer l, [l - window//2, l + window//2] clipped (default about a
-    fifth of the depth). layers: the window centres (default: every layer).
+    fifth of the depth). layers: the window centres (default: every layer). Runs on
+    ``uncover.core.variants`` (``batch_size`` rows / ``max_bytes`` per forward, last-position logits only).
     """
     bad = [t for t in targets if t not in TARGETS]
     if bad:
@@ -91,43 +96,30 @@ def attention_knockout(model: "Model", facts: Sequence["Fact"] | None = None, n:
     facts = _facts(model, facts, n)
     L = model.cfg.n_layers
     window = window or max(1, round(L / 5))
-    centres = list(range(L)) if layers is None else list(layers)
+    centres = list(range(L)) if layers is None else check_layers(layers, L, "knockout layers")
     windows = [(max(0, c - window // 2), min(L, c + window // 2 + 1)) for c in centres]
     tokens, mask = model.to_tokens([f.prompt() for f in facts], return_mask=True)
     mask = None if bool(mask.all()) else mask
     answers = torch.tensor([model.to_single_token(f.attribute) for f in facts], device=tokens.device)
     blocks = _block_masks(model, facts, tokens, mask)
-    base = model(tokens, attention_mask=mask)[:, -1].float().softmax(-1)
-    base_prob = base[torch.arange(len(facts)), answers].cpu()
-    variants = [(t, w) for t in targets for w in windows]
     k = len(facts)
-    per_forward = max(1, batch_size // k)
-    probs = []
-    chunks = [variants[i: i + per_forward] for i in range(0, len(variants), per_forward)]
-    for chunk in progress(chunks) if progress else chunks:
-        def knock(pattern: Tensor, hook, chunk=chunk) -> Tensor:
-            out = pattern.clone()
-            for slot, (target, (lo, hi)) in enumerate(chunk):
-                if lo <= hook.layer < hi:
-                    rows = slice(slot * k, (slot + 1) * k)
-                    keep = (~blocks[target]).to(out.device, out.dtype)[:, None, :]  # [k, 1, key]
-                    last = out[rows, :, -1, :] * keep
-                    out[rows, :, -1, :] = last / last.sum(-1, keepdim=True).clamp(min=1e-30)
-            return out
 
-        hooks = [(f"blocks.{l}.attn.hook_pattern", knock) for l in range(L)
-                 if any(lo <= l < hi for _, (lo, hi) in chunk)]
-        big_mask = None if mask is None else mask.repeat(len(chunk), 1)
-        logits = model.run_with_hooks(tokens.repeat(len(chunk), 1), fwd_hooks=hooks, attention_mask=big_mask)
-        p = logits[:, -1].float().softmax(-1)[torch.arange(k * len(chunk)), answers.repeat(len(chunk))]
-        probs += list(p.cpu().reshape(len(chunk), k))
+    def answer_prob(logits: Tensor, _=None) -> Tensor:
+        return logits[:, -1].float().softmax(-1)[torch.arange(k), answers].cpu()
+
+    base = base_run(model, tokens, mask, logits_to_keep=1)
+    base_prob = answer_prob(base.output)
+    variants = [[(act_name("pattern", l), block_attention(blocks[t])) for l in range(lo, hi)]
+                for t in targets for lo, hi in windows]
+    probs = run_variants(model, base, variants, answer_prob, logits_to_keep=1, batch_size=batch_size,
+                         max_bytes=max_bytes, progress=progress, description="attention knockout")
     per_fact = torch.stack(probs).reshape(len(targets), len(windows), k)
     change = (per_fact - base_prob) / base_prob * 100
     return KnockoutResult(change.mean(-1), change, list(targets), windows, base_prob, [f.subject for f in facts])
 
 
 @dataclass
-class EnrichmentResult:
+class EnrichmentResult(Result):
     """The attribute read with the logit lens at the last subject token and at the last position.
 
     labels: the lens's layer labels; *_prob: mean probability [n_layers + 1]; *_rank: median rank

@@ -1,4 +1,4 @@
-"""Ready-made hook functions: ablate (zero / mean / resample), patch, add a vector.
+"""Ready-made hook functions: ablate (zero / mean / resample), patch, add a vector, block attention.
 
 Each factory returns ``fn(tensor, hook) -> tensor`` for ``model.hooks([(name, fn)])``. ``heads`` index the
 head axis of per-head names ([b, pos, head, d_head]; [b, head, q, k] for patterns); ``positions`` index the
@@ -111,6 +111,24 @@ def add_vector(vector: torch.Tensor, scale: float = 1.0, positions: Index = None
         if v.shape[-1] != t.shape[-1]:
             raise UncoverError(f"vector of size {v.shape[-1]} cannot be added to '{hook.name}' of width {t.shape[-1]}")
         return _replace(t, t + scale * v, hook, None, positions)
+
+    return fn
+
+
+def block_attention(blocked: torch.Tensor, query: int = -1) -> Fn:
+    """For ``hook_pattern``: the ``query`` position may not attend to the keys where ``blocked`` [batch, key]
+    (or [key]) is True; its row is renormalised over the other keys, which equals setting the blocked
+    attention logits to -inf (Geva et al. 2023's attention knockout)."""
+
+    def fn(t: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        if not hook.name.endswith("hook_pattern"):
+            raise UncoverError(f"block_attention applies to attention patterns (hook_pattern), not '{hook.name}'")
+        keep = (~blocked.bool()).to(t.device, t.dtype)
+        keep = keep[None, None, :] if keep.ndim == 1 else keep[:, None, :]
+        out = t.clone()
+        row = out[:, :, query, :] * keep
+        out[:, :, query, :] = row / row.sum(-1, keepdim=True).clamp(min=1e-30)
+        return out
 
     return fn
 
