@@ -101,8 +101,38 @@ def test_weights_reproduce_activations(tiny_model, arch):
     assert model.W_U.shape == (model.cfg.d_model, model.cfg.d_vocab)
 
 
+def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding written out (rotate-half form): x [batch, pos, head, d_head] at positions 0..pos-1."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = torch.arange(x.shape[1], dtype=torch.float64)[:, None] * inv_freq[None]   # [pos, d/2]
+    cos, sin = torch.cat([angles, angles], -1).cos()[None, :, None], torch.cat([angles, angles], -1).sin()[None, :, None]
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "mistral", "qwen2"])
+def test_pattern_equals_masked_softmax_of_q_and_k(tiny_model, arch):
+    """The pattern hook against attention computed here: softmax(q k^T / sqrt(d_head)) with future keys masked,
+    from hook_q / hook_k (projection outputs; rotary applied here for the rotary families, KV heads shared)."""
+    model = tiny_model(arch)
+    names = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_pattern"]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(TOKENS, names=names)
+    q, k = cache[names[0]].double(), cache[names[1]].double()               # [batch, pos, head(kv), d_head]
+    if arch != "gpt2":
+        cfg = model.hf.config
+        theta = getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]
+        q, k = _rope(q, theta), _rope(k, theta)
+    k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+    future = torch.ones(TOKENS.shape[1], TOKENS.shape[1], dtype=torch.bool).triu(1)
+    expect = scores.masked_fill(future, float("-inf")).softmax(-1)
+    torch.testing.assert_close(cache[names[2]].double(), expect, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_pattern_hook_matches_eager_and_can_be_written(tiny_model, arch):
+def test_pattern_hook_is_causal_and_can_be_written(tiny_model, arch):
     model = tiny_model(arch)
     _, cache = model.run_with_cache(TOKENS, names="blocks.0.attn.hook_pattern")
     pattern = cache["blocks.0.attn.hook_pattern"]
