@@ -109,6 +109,7 @@ class Row:
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # checks that did not hold
     seconds: float = 0.0
+    attention: bool = False  # every layer holds an attention module (a transformer, not SSM / hybrid)
 
 
 STANDARD = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "attn.hook_pattern", "mlp.hook_pre",
@@ -155,6 +156,7 @@ def check(model_type: str, deep: bool = True) -> Row:
     except Exception as e:
         row.reason = f"no tiny model: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
         return row
+    row.attention = _all_attention(hf)
     try:
         model = Model(hf)
     except UncoverError as e:
@@ -180,6 +182,7 @@ def _checks(model, row: Row, deep: bool) -> None:
             failed.append("parity")
         if not deep:
             return
+        every: dict = {}
         try:
             _, every = model.run_with_cache(tokens, names=lambda n: True)
             for name in model.hook_names():
@@ -196,7 +199,23 @@ def _checks(model, row: Row, deep: bool) -> None:
                     failed.append(f"write {name}")
             except Exception as e:
                 failed.append(f"write {name}: {type(e).__name__}: {e}"[:160])
+    failed += _decomposition(model, every)
     failed += _techniques(model, tokens)
+
+
+def _decomposition(model, cache) -> list[str]:
+    """resid_pre + attn_out + mlp_out == resid_post (and pre + attn == mid) in every block that has them."""
+    failed = []
+    for l in range(model.cfg.n_layers):
+        names = [f"blocks.{l}.hook_{n}" for n in ("resid_pre", "attn_out", "mlp_out", "resid_post")]
+        if all(n in cache for n in names):
+            pre, attn, mlp, post = (cache[n].float() for n in names)
+            if not torch.allclose(pre + attn + mlp, post, rtol=1e-4, atol=1e-4):
+                failed.append(f"decomposition block {l}")
+            mid = f"blocks.{l}.hook_resid_mid"
+            if mid in cache and not torch.allclose(pre + attn, cache[mid].float(), rtol=1e-4, atol=1e-4):
+                failed.append(f"resid_mid block {l}")
+    return failed
 
 
 def _techniques(model, tokens: torch.Tensor) -> list[str]:
@@ -225,6 +244,25 @@ def _techniques(model, tokens: torch.Tensor) -> list[str]:
         except Exception as e:
             failed.append(f"patching {site}: {type(e).__name__}: {e}"[:160])
     return failed
+
+
+def _all_attention(hf) -> bool:
+    """Whether every layer of the stack has a child module that is attention (by its class or name)."""
+    from uncover.core.adapters.structural import _ATTN, _NORM, find_layers
+    from uncover.errors import UncoverError
+
+    try:
+        _, layers = find_layers(hf, None)
+    except UncoverError:
+        return False
+    return all(any(_ATTN.search(type(m).__name__) and not _NORM.search(type(m).__name__)
+                   and "linear" not in type(m).__name__.lower() for m in layer.children()) for layer in layers)
+
+
+def share_full(rows: list[Row]) -> tuple[int, int]:
+    """(full, total) over decoder-only transformer types that could be built (not SSMs or hybrids)."""
+    transformers_ = [r for r in rows if r.kind == "decoder" and r.level != "skipped" and r.attention]
+    return sum(r.level == "full" and not r.failed for r in transformers_), len(transformers_)
 
 
 def causal_lm_types() -> list[str]:

@@ -26,7 +26,8 @@ at all (state-space and hybrid models) get the residual-stream level (``Residual
 """
 from __future__ import annotations
 
-import math
+import functools
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -168,6 +169,7 @@ class BlockPlan:
     mlp_down: nn.Module | None = None
     router: nn.Module | None = None
     gated: bool = False
+    reads_resid: bool = False  # the attention module's input is resid_pre itself (no pre-norm module)
 
 
 class Undecomposable(Exception):
@@ -250,6 +252,7 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
     norms_before = [m for m in kids if rec.calls[m].order < rec.calls[attn].order and _same(rec.calls[m].output, attn_in)]
     plan = BlockPlan(attn, attn_out, mlp_first, mlp_out, mid, norms_before[-1] if norms_before else None,
                      own[0] if parallel and own else None)
+    plan.reads_resid = _same(attn_in, pre)
     _plan_attention(plan, rec, d_model)
     if loose_mlp:
         plan.mlp_pre, plan.mlp_down = (linears[0], None), linears[1]
@@ -487,13 +490,33 @@ class StructuralAdapter(Adapter):
         return plan.mid if plan.mid is not None else plan.mlp_norm
 
     def qkv_proj_sites(self, layer, cfg):
-        return {k: layout.site(m) for k, (m, layout) in self.plans[layer].proj.items()}
+        """q / k / v where a per-query-head edit enters (core/edges.py): the linear projection, or, when a
+        norm over all heads at once follows it (OLMo 2), that norm's output."""
+        plan = self.plans[layer]
+        return {k: layout.site(m) for k, (m, layout) in self._edit_points(plan).items()}
+
+    @staticmethod
+    def _edit_points(plan: BlockPlan) -> dict[str, tuple[nn.Module, Layout]]:
+        points = {}
+        for k, found in plan.proj.items():
+            module, layout = plan.qkv[k]
+            points[k] = (module, layout) if not _is_linear(module) and layout.separate else found
+        return points
+
+    def project_heads(self, layer, cfg, site, kind, normed, heads):
+        plan = self.plans[layer]
+        proj = plan.proj[kind][0]
+        if site.module is proj:
+            return super().project_heads(layer, cfg, site, kind, normed, heads)
+        per = site.read(_first(site.module.forward(proj.forward(normed))))  # projection, then the all-heads norm
+        src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
+        return per[:, :, torch.arange(len(heads), device=heads.device), src]
 
     def edge_sites(self, layer, l, cfg):
         """The edge-level names (core/edges.py) this block has what they need for: a head's input needs its
         linear projection, hook_result the output projection, hook_mlp_in the MLP's input residual."""
         plan, p, sites = self.plans[layer], f"blocks.{l}.", {}
-        keys = [k for k in "qkv" if k in plan.proj]
+        keys = [k for k in "qkv" if k in plan.proj and (plan.attn_norm is not None or plan.reads_resid)]
         if cfg.n_kv_heads < cfg.n_heads and not self._carries(plan):
             keys = [k for k in keys if k == "q"]
         for k in keys:
@@ -507,6 +530,15 @@ class StructuralAdapter(Adapter):
             sites[p + "hook_mlp_in"] = _shared_norm_mlp_in(plan.attn_norm, plan.mlp)
         return sites
 
+    def explain(self, name: str) -> str:
+        """Why a standard name is missing for this model (appended to the unknown-name error)."""
+        short = re.sub(r"^blocks\.\d+\.", "", name)
+        if not any(m.split(" ")[0] == short for m in self.missing):
+            return ""
+        return (f" {self.model_type} is supported at the partial level: uncover found no module tensor that "
+                f"is {short} (missing: {', '.join(self.missing)}); the residual stream, hook_attn_out and "
+                "hook_mlp_out are available.")
+
     def _per_head_z(self, plan: BlockPlan, cfg: ModelConfig) -> bool:
         """The output projection reads n_heads * d_head values: z and per-head results are defined."""
         o = plan.o_proj
@@ -514,14 +546,13 @@ class StructuralAdapter(Adapter):
 
     @staticmethod
     def _carries(plan: BlockPlan) -> bool:
-        """Whether a grouped-query block can carry per-query-head keys / values (core/edges.py): separate k and
-        v projections, no norm over all heads at once, and no fixed KV-head count that reshapes them."""
+        """Whether a grouped-query block can carry per-query-head keys / values (core/edges.py): k and v each
+        the whole output of their edit point, and no fixed KV-head count that reshapes them."""
         if not all(k in plan.proj and k in plan.qkv for k in "kv"):
             return False
-        separate = all(plan.proj[k][1].separate for k in "kv")
-        whole_norm = any(not _is_linear(plan.qkv[k][0]) and plan.qkv[k][1].kind == "flat" for k in "kv")
-        fixed = any("key_value_heads" in a or "kv_heads" in a for a, v in vars(plan.attn).items() if isinstance(v, int))
-        return separate and not whole_norm and not fixed
+        points = StructuralAdapter._edit_points(plan)
+        separate = all(points[k][1].separate for k in "kv")
+        return separate and not _fixed_kv_heads(type(plan.attn))
 
     def config(self, hf) -> ModelConfig:
         return self._cfg
@@ -634,6 +665,16 @@ class StructuralAdapter(Adapter):
         return w if w is not None else torch.ones(())
 
 
+@functools.lru_cache(maxsize=None)
+def _fixed_kv_heads(cls: type) -> bool:
+    """Whether the attention's forward reshapes k / v by a stored KV-head count (then extra heads cannot ride)."""
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return True
+    return re.search(r"self\.\w*(key_value_heads|kv_heads)\b", source) is not None
+
+
 def _shared_norm_mlp_in(norm: nn.Module, mlp: nn.Module) -> HookSite:
     """hook_mlp_in of a parallel block whose attention and MLP share one norm (Phi, GPT-J, Cohere): the
     residual the MLP reads [batch, pos, d_model]. A change re-runs the norm for the MLP only."""
@@ -720,6 +761,10 @@ class ResidualAdapter(Adapter):
         if self.found.final_norm is not None:
             sites["ln_final.hook_normalized"] = HookSite(self.found.final_norm, self.found.final_site)
         return sites
+
+    def explain(self, name: str) -> str:
+        return (f" {self.model_type} is supported at the residual-stream level only ({self.reason}): its names "
+                f"are {', '.join(RESIDUAL_NAMES)}.")
 
     def _no(self, what: str):
         raise UncoverError(f"{self.model_type} is supported at the residual-stream level only ({self.reason}); "

@@ -1,0 +1,146 @@
+"""Every causal-LM type of the installed transformers: tiny random model -> level, parity, hooks, techniques.
+
+A representative set (one per structural case) gets every check of uncover.core.adapters.coverage.check;
+every other type gets load + bitwise parity with every default hook cached. scripts/coverage.py writes the
+same rows as docs/coverage.md.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from tests.conftest import tiny_hf
+from uncover.core.adapters import LlamaAdapter, adapter_for
+from uncover.core.adapters.coverage import build, causal_lm_types, check, share_full
+from uncover.core.adapters.structural import ResidualAdapter, StructuralAdapter, discover
+from uncover.core.model import Model
+from uncover.errors import UncoverError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# one model type per structural case the adapters recognise
+DEEP = {
+    "olmo2": "QK-norm over all heads, post-norms only (sandwich without pre-MLP norm)",
+    "granite": "residual multiplier",
+    "cohere": "parallel attention + MLP sharing one norm",
+    "phi": "parallel, LayerNorm, plain MLP",
+    "stablelm": "LayerNorm, GQA with fixed KV-head reshapes",
+    "gpt_bigcode": "fused [q | k | v] with multi-query attention",
+    "falcon": "fused per-group qkv, attention without the transformers interface",
+    "bloom": "attention and MLP that add the residual themselves",
+    "persimmon": "fused per-head qkv with per-head LayerNorms",
+    "gptj": "parallel, separate projections, rotary on part of each head",
+    "mixtral": "mixture of experts",
+    "qwen2_moe": "mixture of experts with a shared expert",
+    "gpt_oss": "mixture of experts, attention sinks",
+    "deepseek_v3": "multi-head latent attention, dense then MoE blocks",
+    "smollm3": "successor of the default model",
+    "internlm3": "LlamaForCausalLM under another model_type",
+    "exaone4": "post-norms and QK-norm",
+    "mamba": "state-space model: residual stream only",
+    "jamba": "hybrid attention / state-space model",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def row(model_type: str):
+    return check(model_type, deep=model_type in DEEP)
+
+
+@pytest.mark.parametrize("model_type", causal_lm_types())
+def test_every_causal_lm_type(model_type):
+    r = row(model_type)
+    if r.level == "skipped":
+        pytest.skip(r.reason)
+    if r.level == "refused":
+        assert r.reason, "a refused type must say why"
+        return
+    assert not r.failed, f"{model_type} ({r.level}): {r.failed}"
+
+
+def test_share_of_decoder_transformers_with_full_hooks():
+    """Measured over every buildable decoder-only transformer type; FLOOR is the level reached today."""
+    full, total = share_full([row(t) for t in causal_lm_types()])
+    FLOOR = 0.70
+    assert total > 50 and full / total >= FLOOR, f"{full}/{total} full"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "phi3", "gemma3", "gpt2", "gpt_neox", "gpt_neox_seq"])
+def test_structural_adapter_equals_the_hand_written_one(arch):
+    """Discovered from modules alone, the structural adapter gives the hand-written adapter's activations."""
+    hf = tiny_hf(arch)
+    hand = Model(hf)
+    found = discover(hf)
+    assert found.plans is not None, found.reason
+    structural = StructuralAdapter(hf, found)
+    tokens = torch.randint(3, 1000, (2, 7), generator=torch.Generator().manual_seed(1))
+    names = [n for n in hand.hook_names() if not hand._sites[n].on_request and n != "hook_pos_embed"]
+    with torch.no_grad():
+        ref, cache = hand.run_with_cache(tokens, names=names)
+        hand.adapter, hand.cfg = structural, structural.config(hf)
+        hand._sites = structural.sites(hf, hand.cfg)
+        for n, site in hand._sites.items():
+            if site.kind == "pattern":
+                site.module._uncover_pattern_fns = []
+        assert set(names) <= set(hand.hook_names()), set(names) - set(hand.hook_names())
+        out, mine = hand.run_with_cache(tokens, names=names)
+    assert torch.equal(out, ref)
+    for n in names:
+        assert torch.equal(mine[n], cache[n]), n
+
+
+def test_adapter_is_chosen_by_modules():
+    """internlm3 is a Llama under another model_type: it gets the structural adapter and full hooks."""
+    hf = build("internlm3")
+    adapter = adapter_for(hf)
+    assert isinstance(adapter, StructuralAdapter) and adapter.missing == []
+    assert isinstance(adapter_for(tiny_hf("llama")), LlamaAdapter)
+
+
+def test_detection_happens_once_at_load():
+    """After load no probe hook stays on any module and the attention implementation is the model's own."""
+    hf = build("olmo2")
+    before = hf.config._attn_implementation
+    Model(hf)
+    assert hf.config._attn_implementation == before
+    for m in hf.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+
+
+def test_residual_level_names_and_errors():
+    hf = build("mamba")
+    model = Model(hf)
+    assert isinstance(model.adapter, ResidualAdapter)
+    n = model.cfg.n_layers
+    assert set(model.hook_names()) == {"hook_embed", "ln_final.hook_normalized"} | {
+        f"blocks.{l}.hook_resid_{k}" for l in range(n) for k in ("pre", "post")}
+    with pytest.raises(UncoverError, match="residual-stream level only .*no attention module"):
+        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.attn.hook_z"])
+    with pytest.raises(UncoverError, match="residual-stream level"):
+        model.W_O(0)
+    # the residual after block l is what block l + 1 reads
+    _, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
+    assert torch.equal(cache["blocks.0.hook_resid_post"], cache["blocks.1.hook_resid_pre"])
+
+
+def test_moe_router_and_output():
+    """hook_router are the router's logits (recomputed from resid_mid by hand); hook_mlp_out is the MoE output."""
+    model = Model(build("mixtral"))
+    tokens = torch.randint(3, 900, (2, 6), generator=torch.Generator().manual_seed(0))
+    _, cache = model.run_with_cache(tokens)
+    layer = model.adapter.layers(model.hf)[1]
+    mid = cache["blocks.1.hook_resid_mid"]
+    logits = torch.nn.functional.linear(layer.post_attention_layernorm(mid), layer.mlp.gate.weight)
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_router"], logits.reshape(-1, logits.shape[-1]))
+    torch.testing.assert_close(mid + cache["blocks.1.hook_mlp_out"], cache["blocks.1.hook_resid_post"])
+    with pytest.raises(UncoverError, match="read-only"):
+        model.run_with_hooks(tokens, [("blocks.1.mlp.hook_router", lambda t, h: t * 0)])
+
+
+def test_missing_names_are_explained():
+    model = Model(build("falcon"))  # attention without the transformers attention interface: no q/k/v/pattern
+    assert "attn.hook_pattern" in model.adapter.missing
+    with pytest.raises(UncoverError, match="partial level.*hook_attn_out"):
+        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.attn.hook_pattern"])
