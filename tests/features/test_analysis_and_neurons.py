@@ -102,7 +102,15 @@ def test_neuron_tools_on_smollm(smollm):
     card = report.to_dict(smollm)["cards"][0]
     words, values = card["contexts"][0]
     assert len(words) == len(values) and max(values) == pytest.approx(card["max_activation"], rel=1e-5)
-    assert 1.0 <= card["polysemanticity"] <= 3.0
+    # polysemanticity from its definition: exp(entropy) of the top-3 contexts' peak tokens, weighted by activation
+    values, pos = acts[..., 0].max(1)                                    # per sequence: peak value and position
+    top = values.topk(3).indices
+    mass: dict[int, float] = {}
+    for s in top.tolist():
+        token = int(toks[s, pos[s]])
+        mass[token] = mass.get(token, 0.0) + max(float(values[s]), 0.0)
+    probs = [m / sum(mass.values()) for m in mass.values()]
+    assert card["polysemanticity"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in probs if q > 0)), rel=1e-4)
     assert nr.most_active_neurons(smollm, layer, toks[:2], n=2) == \
         cache[f"blocks.{layer}.mlp.hook_post"][:2].amax((0, 1)).topk(2).indices.tolist()
     with pytest.raises(UncoverError, match="out of range"):
