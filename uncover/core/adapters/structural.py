@@ -37,7 +37,7 @@ from torch import nn
 from uncover.core.adapters.base import Adapter, ModelConfig, _kv_site
 from uncover.core.adapters.probe import Record, probe
 from uncover.core import edges
-from uncover.core.hooks import HookPoint, HookSite, _apply, _first
+from uncover.core.hooks import HookPoint, HookSite, _apply, _first, attach
 from uncover.errors import UncoverError
 
 _ATTN = re.compile(r"attention|attn", re.I)
@@ -60,6 +60,14 @@ def _close(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
         return False
     a, b = a.float(), b.float()
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + float(b.abs().max()))))
+
+
+def _close_scaled(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    a, b = a.float(), b.float()
+    c = float((a * b).sum() / (a * a).sum().clamp(min=1e-30))
+    return c != 0.0 and _close(a * c, b)
 
 
 def _linear_weight(m: nn.Module) -> torch.Tensor:
@@ -117,17 +125,19 @@ class Layout:
         return rows.reshape(self.X, self.d, d_model).transpose(1, 2)
 
 
-def _find_layout(out: torch.Tensor, target: torch.Tensor, pos: int, all_pos: bool) -> Layout | None:
-    """How ``target`` [1, X, pos, d] sits in the module output ``out`` (compared at position 0 unless all_pos)."""
+def _find_layout(out: torch.Tensor, target: torch.Tensor, pos: int, all_pos: bool, scaled: bool = False) -> Layout | None:
+    """How ``target`` [1, X, pos, d] sits in the module output ``out`` (compared at position 0 unless all_pos).
+    scaled: also accept ``target = c * out`` for one scalar c (OPT scales q by 1/sqrt(d_head) in the block)."""
+    close = _close_scaled if scaled else _close
     X, d = target.shape[1], target.shape[3]
     want = target[0].transpose(0, 1)  # [pos, X, d]
     if not all_pos:
         want = want[:1]
     n = want.shape[0]
     if out.dim() == 4 and out.shape[0] == 1:
-        if out.shape[1:3] == (pos, X) and out.shape[3] == d and _close(out[0, :n], want):
+        if out.shape[1:3] == (pos, X) and out.shape[3] == d and close(out[0, :n], want):
             return Layout("bphd", X, d)
-        if out.shape[1:3] == (X, pos) and out.shape[3] == d and _close(out[0].transpose(0, 1)[:n], want):
+        if out.shape[1:3] == (X, pos) and out.shape[3] == d and close(out[0].transpose(0, 1)[:n], want):
             return Layout("bhpd", X, d)
         return None
     if out.dim() != 3 or out.shape[:2] != (1, pos):
@@ -140,7 +150,7 @@ def _find_layout(out: torch.Tensor, target: torch.Tensor, pos: int, all_pos: boo
         rows = out[0, :n].reshape(n, G, width)
         goal = want.reshape(n, G, w)
         for off in range(0, width - w + 1):
-            if _close(rows[..., off : off + w], goal):
+            if close(rows[..., off : off + w], goal):
                 return Layout("flat", X, d, G, off, separate=G == 1 and F == w)
     return None
 
@@ -229,7 +239,7 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
     for attn_out, mlp_out in pairs:
         if attn_out is None or mlp_out is None:
             continue
-        a, m_ = rec.calls[attn_out].output, rec.calls[mlp_out].output
+        a, m_ = _tokens(rec.calls[attn_out].output, pre), _tokens(rec.calls[mlp_out].output, pre)
         if pre is not None and post is not None and a is not None and m_ is not None and a.shape == pre.shape \
                 and m_.shape == pre.shape and _close(pre + residual_scale * a + residual_scale * m_, post):
             break
@@ -240,7 +250,7 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
     mid = None
     between = [m for m in kids if rec.calls[attn_out].order < rec.calls[m].order <= rec.calls[mlp_first].order]
     for m in between:
-        if _close(rec.calls[m].input, mid_value):
+        if _close(_tokens(rec.calls[m].input, pre), mid_value):
             mid = m
             break
     attn_in = rec.calls[attn].input
@@ -273,7 +283,7 @@ def _plan_attention(plan: BlockPlan, rec: Record, d_model: int) -> None:
                 out = rec.calls[m].output
                 if out is None:
                     continue
-                layout = _find_layout(out, target, rec.pos, all_pos=(key == "v"))
+                layout = _find_layout(out, target, rec.pos, all_pos=(key == "v"), scaled=(key != "v"))
                 if layout is not None:
                     found = (m, layout)  # keep the last match: closest to the attention function
             if found is not None:
@@ -285,6 +295,13 @@ def _plan_attention(plan: BlockPlan, rec: Record, d_model: int) -> None:
                and not _NORM.search(type(m).__name__)]
     if linears:
         plan.o_proj = linears[-1]
+
+
+def _tokens(t: torch.Tensor | None, pre: torch.Tensor | None) -> torch.Tensor | None:
+    """A tensor whose batch and position axes a block flattened into one (OPT's MLP), back as [1, pos, ...]."""
+    if t is None or pre is None or t.dim() != 2 or pre.dim() != 3 or t.shape[0] != pre.shape[0] * pre.shape[1]:
+        return t
+    return t.view(*pre.shape[:2], t.shape[-1])
 
 
 def _last_linear(module: nn.Module | None, rec: Record) -> nn.Module | None:
@@ -524,7 +541,9 @@ class StructuralAdapter(Adapter):
         if self._per_head_z(plan, cfg):
             sites[p + "attn.hook_result"] = self.result_site(layer, cfg)
         norm = self.mlp_in_norm(layer)
-        if norm is not None:
+        if norm is not None and self._flat(HookSite(norm, "in")):
+            sites[p + "hook_mlp_in"] = _token_mlp_in(norm, layer)
+        elif norm is not None:
             sites[p + "hook_mlp_in"] = edges.mlp_in_site(norm)
         elif plan.attn_norm is not None:
             sites[p + "hook_mlp_in"] = _shared_norm_mlp_in(plan.attn_norm, plan.mlp)
@@ -538,6 +557,12 @@ class StructuralAdapter(Adapter):
         return (f" {self.model_type} is supported at the partial level: uncover found no module tensor that "
                 f"is {short} (missing: {', '.join(self.missing)}); the residual stream, hook_attn_out and "
                 "hook_mlp_out are available.")
+
+    def _flat(self, site: HookSite) -> bool:
+        """Whether the block flattens batch and positions at this site (probe: [pos, X] under a [1, pos, d] input)."""
+        call = self.found.record.calls.get(site.module)
+        t = None if call is None else (call.input if site.kind == "in" else call.output)
+        return t is not None and t.dim() == 2 and t.shape[0] == self.found.record.pos
 
     def _per_head_z(self, plan: BlockPlan, cfg: ModelConfig) -> bool:
         """The output projection reads n_heads * d_head values: z and per-head results are defined."""
@@ -612,6 +637,9 @@ class StructuralAdapter(Adapter):
             router = self.plans[layer].router
             if router is not None:
                 sites[f"blocks.{l}.mlp.hook_router"] = HookSite(router, "out", write=_read_only)
+        for name, site in sites.items():
+            if name.startswith("blocks.") and site.kind in ("in", "out") and self._flat(site):
+                sites[name] = _token_site(site, self.found.layers[int(name.split(".")[1])])
         self.missing = self._missing(sites, cfg)
         return sites
 
@@ -673,6 +701,48 @@ def _fixed_kv_heads(cls: type) -> bool:
     except (OSError, TypeError):
         return True
     return re.search(r"self\.\w*(key_value_heads|kv_heads)\b", source) is not None
+
+
+def _token_site(site: HookSite, layer: nn.Module) -> HookSite:
+    """``site`` in a block that flattens [batch, pos] into one axis there: read as [batch, pos, ...]."""
+    shape: dict[str, torch.Size] = {}
+
+    def grab(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        shape["bp"] = x.shape[:-1]
+
+    def unflat(raw: torch.Tensor) -> torch.Tensor:
+        return raw.view(*shape["bp"], raw.shape[-1]) if raw.dim() == 2 else raw
+
+    inner = HookSite(site.module, site.kind, lambda raw: site.read(unflat(raw)),
+                     lambda raw, t: site.write(unflat(raw), t).reshape(raw.shape), compensate=site.compensate)
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return [layer.register_forward_pre_hook(grab, with_kwargs=True)] + attach(inner, point, fns, force_write)
+
+    return HookSite(site.module, site.kind, inner.read, inner.write, compensate=site.compensate, attach_fn=attach_fn)
+
+
+def _token_mlp_in(norm: nn.Module, layer: nn.Module) -> HookSite:
+    """hook_mlp_in where the MLP's norm reads flattened [batch * pos, d_model] (OPT): see core/edges.py."""
+    shape: dict[str, torch.Size] = {}
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        def grab(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            shape["bp"] = x.shape[:-1]
+
+        def hook(module, args, output):
+            x = args[0]
+            t = x.view(*shape["bp"], x.shape[-1])
+            new = _apply(fns, t, point)
+            if new is t and not force_write:
+                return None
+            return module.forward(new.reshape(x.shape))
+
+        return [layer.register_forward_pre_hook(grab, with_kwargs=True), norm.register_forward_hook(hook, prepend=True)]
+
+    return HookSite(norm, "edge", on_request=True, attach_fn=attach_fn)
 
 
 def _shared_norm_mlp_in(norm: nn.Module, mlp: nn.Module) -> HookSite:
