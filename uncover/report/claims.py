@@ -15,7 +15,12 @@ don't. The rule for a section author:
    - ``direction(delta, thr, up, down, flat)``: a change with a minimum size; ``flat`` in between.
    - ``ci_direction(samples, up, down, flat)``: a noisy change over seeds or prompts: up / down only when
      the 95% confidence interval of the mean excludes 0.
-3. Test it: feed the render step data for which the claim fails and check the words change.
+3. Test it: feed the render step data for which the claim fails and check the words change; and compute the
+   section on a tiny model (``tests/report_models.py``: a tiny random Llama whose tokenizer knows the report's
+   words) and check every rendered number against the data (``tests/report_numbers.py``:
+   ``unmatched_numbers(page, data, derived, thresholds(module))`` must be empty).
+4. A section that raises fails the ``uncover report`` command (exit 1, listed on the terminal) after the page
+   is written; don't catch an error to print a finding instead.
 
 Thresholds are conventions of this library (stated with each claim), not results.
 """
