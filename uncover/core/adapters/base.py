@@ -5,6 +5,9 @@ decoder-only models share the layout below; each family file overrides only what
 Weights are returned in the standard per-head layouts (views or small copies of the HF parameters):
 W_Q [n_heads, d_model, d_head], W_K/W_V [n_kv_heads, d_model, d_head], W_O [n_heads, d_head, d_model],
 W_in [d_model, d_mlp], W_out [d_mlp, d_model], W_E [d_vocab, d_model], W_U [d_model, d_vocab].
+The edge-level names (core/edges.py: hook_q/k/v_input, attn.hook_result, hook_mlp_in) are built by
+``edge_sites`` from ``attn_norm``, ``qkv_proj_sites``, ``project_heads``, ``carry_attrs``, ``result_site`` and
+``mlp_norm``; a family overrides only those whose layout differs.
 """
 from __future__ import annotations
 
