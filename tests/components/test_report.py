@@ -130,3 +130,16 @@ def test_residual_and_enrichment_wording(data):
     n = len(data["enrichment"]["labels"])
     assert "first enters the lens's top 100" in enrich([500] * (n - 1) + [3])
     assert "never enters the lens's top 100 (best median rank 500)" in enrich([500] * n)
+
+
+def test_ioi_head_wording_follows_the_signs(data):
+    def ioi(act_top, dla_top):
+        lines = _render(data, lambda d: d["ioi"].update(top_activation=act_top, dla_heads_top=dla_top))
+        return _one(lines, "IOI: logit difference") + " | " + _one(lines, "Direct logit")
+
+    good = ioi([[1, 2, 0.6], [0, 1, 0.05]], [[2, 3, 0.4], [1, 0, -0.1]])
+    assert "restores most (activation patching, estimated restored share ≥ 0.1) are L1H2 (0.60)." in good
+    assert "right name are L2H3 (0.40)." in good
+    bad = ioi([[1, 2, 0.05]], [[2, 3, -0.2]])
+    assert "no checked head's output restores 0.1 of it on its own" in bad
+    assert "no head writes directly for the right name" in bad

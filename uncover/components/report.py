@@ -165,18 +165,24 @@ class ComponentsSection:
                                        "last position": [r + 1 for r in en["last_rank"]]},
                         "Subject enrichment: the attribute's rank under the logit lens (median over facts)",
                         "layer", "rank of the attribute (1 = top)", log_y=True)))
+        restoring = [t for t in heads_top(io["top_activation"]) if t[2] >= RESTORED.value]
         found = [_induction_finding(data["top"]["induction"]), _ablation_finding(ab),
                  f"IOI: logit difference {io['clean_metric']:.2f} on clean prompts and {io['corrupt_metric']:.2f} on "
-                 f"ABC-corrupted ones; the heads whose output restores most (activation patching) are "
-                 f"{_heads(heads_top(io['top_activation']))}."]
+                 f"ABC-corrupted ones; " + (
+                     f"the heads whose output restores most (activation patching, {RESTORED.what} ≥ "
+                     f"{RESTORED.fmt()}) are {_heads(restoring)}." if restoring else
+                     f"no checked head's output restores {RESTORED.fmt()} of it on its own (activation patching; "
+                     f"highest {_heads(heads_top(io['top_activation'])[:3])}).")]
         agree = C.at_least(io["pearson"], AGREE, "agrees", "does not clearly agree")
         found.append(f"Attribution patching (2 forwards + 1 backward for all {data['n_layers'] * data['n_heads']} "
                      f"heads) {agree.word} with activation patching on the {io['n_checked']} heads checked: Pearson "
                      f"r = {io['pearson']:.3f} ({agree.test}).")
         sums = C.at_most(abs(io["dla_sum"] - io["dla_actual"]), DLA_SUM, "match", "do not match")
+        for_io = [t for t in heads_top(io["dla_heads_top"]) if t[2] > 0]  # positive: towards the right name
         found.append(f"Direct logit attribution: the parts sum to {io['dla_sum']:.3f} against the real logit "
-                     f"difference {io['dla_actual']:.3f}, so they {sums}; the heads writing most directly for the "
-                     f"right name are {_heads(io['dla_heads_top'])}.")
+                     f"difference {io['dla_actual']:.3f}, so they {sums}; " + (
+                         f"the heads writing most directly for the right name are {_heads(for_io)}." if for_io else
+                         "no head writes directly for the right name (every head's direct effect is ≤ 0)."))
         lens_ok = C.at_most(data["lens_last_vs_output"], LENS_EQUAL, "equals", "differs from")
         found.append(f"The logit lens at the last layer {lens_ok.word} the model's output (max |difference| of "
                      f"log-probabilities {data['lens_last_vs_output']:.1e}; {lens_ok.test}).")
