@@ -214,8 +214,11 @@ def _induction_findings(d: dict[str, Any]) -> list[str]:
     formed = C.at_least(max(max(row) for row in d["final_induction_scores"]), INDUCTION_FORMED,
                         "Induction heads formed", "No induction head formed")
     window = 2 * d["config"]["eval_every"]
-    together = ("the two coincide in one phase change" if _close(d) else "they do not coincide") + \
-        f" (same phase change: within {window} steps of each other)"
+    if formed.holds:
+        together = ("the two coincide in one phase change" if _close(d) else "they do not coincide") + \
+            f" (same phase change: within {window} steps of each other)"
+    else:
+        together = "with no induction head formed, there is no phase change to place"
     return [f"A 2-layer attention-only transformer on repeated random sequences: the ICL score (late minus early "
             f"loss) went from {first['icl_score']:.2f} to {last['icl_score']:.2f} nats and the best induction score "
             f"from {first['induction_score']:.2f} to {last['induction_score']:.2f}.",
