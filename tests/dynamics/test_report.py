@@ -147,8 +147,9 @@ def test_induction_wording(data):
     formed = lines(0.8, 30, 30 + every)
     assert _one(formed, "Induction heads formed").startswith("Induction heads formed (best induction score ≥ 0.3)")
     assert "the two coincide in one phase change" in _one(formed, "The ICL score")
-    apart = lines(0.1, 30, 30 + 10 * every)
-    assert _one(apart, "No induction head formed") and "they do not coincide" in _one(apart, "The ICL score")
+    assert "they do not coincide" in _one(lines(0.8, 30, 30 + 10 * every), "The ICL score")
+    none = lines(0.1, 30, 30 + every)
+    assert _one(none, "No induction head formed") and "no phase change to place" in _one(none, "The ICL score")
 
 
 def test_double_descent_wording(data):
