@@ -151,13 +151,26 @@ def test_trace_batched_equals_naive_loop(tiny_lm):
             total += tiny_lm.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1].softmax(-1)[target].item()
         return total / 3
 
+    assert result.scores["mlp"].shape == (3, tokens.shape[1])  # layer-first
     for kind, layer, pos in [("resid", 0, 3), ("resid", 2, 1), ("mlp", 1, 3), ("mlp", 0, 4)]:
-        assert result.scores[kind][pos, layer].item() == pytest.approx(naive(kind, layer, pos), abs=1e-5)
+        assert result.scores[kind][layer, pos].item() == pytest.approx(naive(kind, layer, pos), abs=1e-5)
     # restoring the full residual at the last layer and last token gives back the clean probability
     assert result.scores["resid"][-1, -1].item() == pytest.approx(result.clean_prob, abs=1e-5)
     average = average_traces([result, result])
-    row = average.categories.index("last subject token")
-    assert torch.allclose(average.effects["mlp"][row], result.indirect_effect("mlp")[end - 1])
+    column = average.categories.index("last subject token")
+    assert torch.allclose(average.effects["mlp"][:, column], result.indirect_effect("mlp")[:, end - 1])
+    effect = result.indirect_effect("mlp")
+    layer, pos = result.peak("mlp")
+    assert effect[layer, pos] == effect.nan_to_num(float("-inf")).max()
+    assert result.peak("mlp", position=2) == (int(effect[:, 2].argmax()), 2)
+    # positions / layers restrict the restorations (the rest stays NaN), as ints or a Positions spec
+    from uncover.core.names import Positions
+
+    part = trace(tiny_lm, prompt, subject, " Paris", kinds=["resid"], n_samples=3, noise_std=0.5, seed=3,
+                 positions=Positions.at(-1, 3), layers=[2])
+    traced = ~part.scores["resid"].isnan()
+    assert traced.nonzero().tolist() == [[2, 3], [2, tokens.shape[1] - 1]]
+    assert torch.allclose(part.scores["resid"][traced], result.scores["resid"][2, [3, -1]], atol=1e-6)
 
 
 def test_bad_input_says_what_to_do(tiny_lm):
@@ -167,6 +180,8 @@ def test_bad_input_says_what_to_do(tiny_lm):
         trace(tiny_lm, "The capital of France is", "Spain")
     with pytest.raises(UncoverError, match="unknown trace kind"):
         trace(tiny_lm, "The capital of France is", "France", kinds=["heads"])
+    with pytest.raises(UncoverError, match=r"layers \[5\] out of range"):
+        trace(tiny_lm, "The capital of France is", "France", layers=[5])
     with pytest.raises(UncoverError, match="out of range"):
         rome(tiny_lm, REQUEST, RomeConfig(layer=7), covariance=torch.eye(96))
     edit = rome(tiny_lm, REQUEST, RomeConfig(layer=0, n_prefixes=0, steps=1), apply=False,

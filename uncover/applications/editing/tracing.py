@@ -7,16 +7,21 @@ probability of the correct attribute: P(restored) - P(corrupted).
 
     >>> result = trace(model, "The Eiffel Tower is located in the city of", "Eiffel Tower")
     >>> result.peak("mlp")   # (layer, position) with the largest MLP indirect effect
+
+Scores are layer-first ([n_layers, n_tokens]), like every uncover result. The restored runs are variants of
+the corrupted run on ``uncover.core.variants`` (each forward starts at its first restored layer).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from uncover.core import interventions as iv
+from uncover.core.names import Positions, check_layers
+from uncover.core.results import Progress, Result, no_progress
+from uncover.core.variants import base_run, run_variants
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -92,10 +97,10 @@ def default_noise_std(model: "Model", n_facts: int = 100) -> float:
 
 
 @dataclass
-class TraceResult:
+class TraceResult(Result):
     """Causal trace of one prompt.
 
-    scores[kind]: P(target) with that state restored, [n_tokens, n_layers] (probabilities, mean over
+    scores[kind]: P(target) with that state restored, [n_layers, n_tokens] (probabilities, mean over
     noise samples). Layer l of "mlp"/"attn" restores layers [l - window//2, l + window - window//2).
     """
 
@@ -112,38 +117,19 @@ class TraceResult:
     n_samples: int
 
     def indirect_effect(self, kind: str) -> torch.Tensor:
-        """[n_tokens, n_layers]: P(restored) - P(corrupted)."""
+        """[n_layers, n_tokens]: P(restored) - P(corrupted)."""
         return self.scores[_check_kind(kind)] - self.corrupt_prob
 
     def peak(self, kind: str = "mlp", position: int | None = None) -> tuple[int, int]:
         """(layer, position) of the largest indirect effect (at ``position`` if given)."""
         effect = self.indirect_effect(kind).nan_to_num(float("-inf"))
         if position is not None:
-            return int(effect[position].argmax()), position
+            return int(effect[:, position].argmax()), position
         flat = int(effect.argmax())
-        return flat % effect.shape[1], flat // effect.shape[1]
+        return flat // effect.shape[1], flat % effect.shape[1]
 
     def categories(self) -> list[str]:
         return token_categories(len(self.tokens), self.span)
-
-    def save(self, path: str | Path) -> None:
-        """Write ``path``.safetensors (scores) and ``path``.json (metadata)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        save_file({k: v.contiguous() for k, v in self.scores.items()}, str(path.with_suffix(".safetensors")))
-        meta = {k: getattr(self, k) for k in ("prompt", "subject", "target", "tokens", "span", "clean_prob",
-                                              "corrupt_prob", "window", "noise_std", "n_samples")}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TraceResult":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        meta["span"] = tuple(meta["span"])
-        return cls(scores=load_file(str(path.with_suffix(".safetensors"))), **meta)
 
 
 def _check_kind(kind: str) -> str:
@@ -167,19 +153,21 @@ def trace(
     n_samples: int = 10,
     noise: float = 3.0,
     noise_std: float | None = None,
-    positions: Sequence[int] | None = None,
+    positions: "Positions | Sequence[int] | None" = None,
     layers: Sequence[int] | None = None,
     seed: int = 0,
     batch_size: int = 128,
-    progress: Callable[[Iterable], Iterable] = lambda x: x,
+    progress: Progress = no_progress,
+    max_bytes: int | None = None,
 ) -> TraceResult:
     """Causal trace of ``prompt`` about ``subject``.
 
     target: the attribute whose probability is measured (default: the model's greedy next token;
     only its first token counts). Noise: ``noise`` x ``noise_std`` (default: the std of subject
     embeddings over built-in facts), ``n_samples`` samples, the same for every restoration.
-    positions, layers: restrict restorations to these token positions / layers (the rest stay NaN).
-    Cost: len(layers) x len(positions) x n_samples sequences per kind, ``batch_size`` rows per forward.
+    positions (ints, negatives from the end, or a ``Positions``), layers: restrict restorations to these
+    token positions / layers (the rest stay NaN). Cost: len(layers) x len(positions) x n_samples sequences
+    per kind, ``batch_size`` rows (and ``max_bytes``) per forward.
     """
     kinds = [_check_kind(k) for k in kinds]
     if window < 1 or n_samples < 1:
@@ -187,10 +175,8 @@ def trace(
     tokens = model.to_tokens(prompt)
     n_tokens, n_layers = tokens.shape[1], model.cfg.n_layers
     span = subject_span(model, prompt, subject)
-    positions = list(range(n_tokens)) if positions is None else [int(p) % n_tokens for p in positions]
-    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    if any(not 0 <= l < n_layers for l in layers):
-        raise UncoverError(f"layers must lie in 0..{n_layers - 1}; got {list(layers)}")
+    positions = Positions.coerce(positions).resolve(n_tokens)[0]
+    layers = list(range(n_layers)) if layers is None else check_layers(layers, n_layers)
 
     names = [f"blocks.{l}.{_HOOK[k]}" for k in kinds for l in range(n_layers)]
     logits, cache = model.run_with_cache(tokens, names=names)
@@ -204,42 +190,28 @@ def trace(
     d_model = model.cfg.d_model
     noise_samples = torch.randn(n_samples, span[1] - span[0], d_model, generator=gen) * sigma
 
-    def corrupt(rows: int) -> Callable:
-        reps = noise_samples.repeat(rows // n_samples, 1, 1)
+    def corrupt(x: torch.Tensor, hook) -> torch.Tensor:  # sample i on rows i, i + n_samples, ...
+        x = x.clone()
+        x[:, span[0]:span[1]] += noise_samples.repeat(x.shape[0] // n_samples, 1, 1).to(x.device, x.dtype)
+        return x
 
-        def fn(x: torch.Tensor, hook) -> torch.Tensor:
-            x = x.clone()
-            x[:, span[0]:span[1]] += reps.to(x.device, x.dtype)
-            return x
-        return fn
+    def target_prob(out: torch.Tensor, _=None) -> torch.Tensor:
+        return out[:, -1].float().softmax(-1)[:, target_id].mean().cpu()
 
-    def target_prob(out: torch.Tensor) -> torch.Tensor:
-        return out[:, -1].float().softmax(-1)[:, target_id]
-
-    corrupt_prob = target_prob(model.run_with_hooks(
-        tokens.expand(n_samples, -1), fwd_hooks=[("hook_embed", corrupt(n_samples))])).mean().item()
+    base = base_run(model, tokens.expand(n_samples, -1), hooks=[("hook_embed", corrupt)], logits_to_keep=1)
+    corrupt_prob = target_prob(base.output).item()
 
     jobs = [(k, l, p) for k in kinds for l in layers for p in positions]
-    per_batch = max(1, batch_size // n_samples)
-    scores = {k: torch.full((n_tokens, n_layers), float("nan")) for k in kinds}
-    for start in progress(range(0, len(jobs), per_batch)):
-        chunk = jobs[start:start + per_batch]
-        rows = len(chunk) * n_samples
-        restore: dict[str, tuple[list[int], list[int]]] = {}
-        for j, (kind, layer, pos) in enumerate(chunk):
-            restored = [layer] if kind == "resid" else _window(layer, window, n_layers)
-            for m in restored:
-                name = f"blocks.{m}.{_HOOK[kind]}"
-                r, p = restore.setdefault(name, ([], []))
-                r += range(j * n_samples, (j + 1) * n_samples)
-                p += [pos] * n_samples
-        hooks = [("hook_embed", corrupt(rows))]
-        for name, (r, p) in restore.items():
-            hooks.append((name, _restore_fn(cache[name][0], torch.tensor(r), torch.tensor(p))))
-        probs = target_prob(model.run_with_hooks(tokens.expand(rows, -1), fwd_hooks=hooks))
-        probs = probs.view(len(chunk), n_samples).mean(1).cpu()
-        for (kind, layer, pos), value in zip(chunk, probs):
-            scores[kind][pos, layer] = value
+    variants = []
+    for kind, layer, pos in jobs:
+        restored = [layer] if kind == "resid" else _window(layer, window, n_layers)
+        names = [f"blocks.{m}.{_HOOK[kind]}" for m in restored]
+        variants.append([(name, iv.patch(cache[name].expand(n_samples, -1, -1), positions=[pos])) for name in names])
+    probs = run_variants(model, base, variants, target_prob, logits_to_keep=1, batch_size=batch_size,
+                         max_bytes=max_bytes, progress=progress, description="causal tracing")
+    scores = {k: torch.full((n_layers, n_tokens), float("nan")) for k in kinds}
+    for (kind, layer, pos), value in zip(jobs, probs):
+        scores[kind][layer, pos] = value
     return TraceResult(
         prompt=prompt, subject=subject, target=target, tokens=model.to_str_tokens(tokens[0]), span=span,
         clean_prob=clean_probs[target_id].item(), corrupt_prob=corrupt_prob, scores=scores,
@@ -247,19 +219,9 @@ def trace(
     )
 
 
-def _restore_fn(clean: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> Callable:
-    """Hook setting act[rows[i], pos[i]] = clean[pos[i]] (clean: [n_tokens, d])."""
-
-    def fn(x: torch.Tensor, hook) -> torch.Tensor:
-        x = x.clone()
-        x[rows.to(x.device), pos.to(x.device)] = clean[pos].to(x.device, x.dtype)
-        return x
-    return fn
-
-
 @dataclass
-class AverageTrace:
-    """Indirect effects averaged over facts by token category: effects[kind] [n_categories, n_layers].
+class AverageTrace(Result):
+    """Indirect effects averaged over facts by token category: effects[kind] [n_layers, n_categories].
 
     A category's row averages the facts that have such a token (mean over its tokens within a fact);
     layers or categories that were not traced are NaN.
@@ -277,10 +239,10 @@ class AverageTrace:
         """(layer, category) of the largest averaged indirect effect (within ``category`` if given)."""
         effect = self.effects[_check_kind(kind)]
         if category is not None:
-            row = self.categories.index(category)
-            return int(effect[row].nan_to_num(float("-inf")).argmax()), category
+            column = self.categories.index(category)
+            return int(effect[:, column].nan_to_num(float("-inf")).argmax()), category
         flat = int(effect.nan_to_num(float("-inf")).argmax())
-        return flat % effect.shape[1], self.categories[flat // effect.shape[1]]
+        return flat // effect.shape[1], self.categories[flat % effect.shape[1]]
 
 
 def average_traces(traces: Sequence[TraceResult]) -> AverageTrace:
@@ -288,20 +250,20 @@ def average_traces(traces: Sequence[TraceResult]) -> AverageTrace:
     if not traces:
         raise UncoverError("no traces to average; pass at least one TraceResult")
     kinds = list(traces[0].scores)
-    n_layers = traces[0].scores[kinds[0]].shape[1]
+    n_layers = traces[0].scores[kinds[0]].shape[0]
     effects = {}
     for kind in kinds:
-        total = torch.zeros(len(CATEGORIES), n_layers)
-        count = torch.zeros(len(CATEGORIES), 1)
+        total = torch.zeros(n_layers, len(CATEGORIES))
+        count = torch.zeros(1, len(CATEGORIES))
         for t in traces:
             effect, cats = t.indirect_effect(kind), t.categories()
             for c, name in enumerate(CATEGORIES):
-                rows = [p for p, cat in enumerate(cats) if cat == name and not effect[p].isnan().all()]
-                if rows:
-                    total[c] += effect[rows].nanmean(0)
-                    count[c] += 1
+                cols = [p for p, cat in enumerate(cats) if cat == name and not effect[:, p].isnan().all()]
+                if cols:
+                    total[:, c] += effect[:, cols].nanmean(1)
+                    count[0, c] += 1
         effects[kind] = total / count.clamp(min=1)
-        effects[kind][count[:, 0] == 0] = float("nan")
+        effects[kind][:, count[0] == 0] = float("nan")
     return AverageTrace(
         effects=effects, categories=list(CATEGORIES), n_facts=len(traces),
         mean_clean_prob=sum(t.clean_prob for t in traces) / len(traces),
@@ -310,7 +272,7 @@ def average_traces(traces: Sequence[TraceResult]) -> AverageTrace:
     )
 
 
-def trace_facts(model: "Model", facts: Sequence["Fact"], progress: Callable = lambda x, *a, **k: x,
+def trace_facts(model: "Model", facts: Sequence["Fact"], progress: Progress = no_progress,
                 **trace_kwargs) -> AverageTrace:
     """Trace each fact's canonical prompt (target = its attribute) and average by token category."""
     if "noise_std" not in trace_kwargs:
