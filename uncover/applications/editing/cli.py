@@ -55,7 +55,7 @@ def trace_command(
         raise typer.BadParameter(f"--subject {subject!r} must appear in the prompt {prompt!r}")
     m = _load(model)
     result = trace(m, prompt, subject, target, kinds=kind_list, window=window, n_samples=samples, noise=noise,
-                   progress=lambda it: _progress(it, "tracing"))
+                   progress=_progress)
     console.print(f"target {result.target!r}: clean p={result.clean_prob:.3f}, "
                   f"corrupted p={result.corrupt_prob:.3f} (noise std {result.noise_std:.3f}, {samples} samples)")
     last_subject = result.span[1] - 1
@@ -64,16 +64,16 @@ def trace_command(
         layer, pos = result.peak(kind)
         layer_s, _ = result.peak(kind, position=last_subject)
         effect = result.indirect_effect(kind)
-        table.add_row(kind, str(layer), f"{pos}: {result.tokens[pos]!r}", f"{effect[pos, layer]:+.3f}",
-                      str(layer_s), f"{effect[last_subject, layer_s]:+.3f}")
+        table.add_row(kind, str(layer), f"{pos}: {result.tokens[pos]!r}", f"{effect[layer, pos]:+.3f}",
+                      str(layer_s), f"{effect[layer_s, last_subject]:+.3f}")
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
-    fig = plots.trace_heatmaps({k: result.indirect_effect(k).tolist() for k in kind_list}, result.tokens,
+    fig = plots.trace_heatmaps({k: result.indirect_effect(k).T.tolist() for k in kind_list}, result.tokens,
                                f"causal trace of {prompt!r} -> {result.target!r}",
                                highlight_rows=range(*result.span))
     fig.write_html(str(out / "trace.html"), include_plotlyjs=True)
     result.save(out / "trace")
-    console.print(f"heatmap written to {out / 'trace.html'}; scores to {out / 'trace.safetensors'}")
+    console.print(f"heatmap written to {out / 'trace.html'}; the result to {out / 'trace'}/")
 
 
 def edit_command(

@@ -67,11 +67,11 @@ class EditingSection:
         row = avg.categories.index("last subject token")
         out: dict[str, Any] = {
             "trace": {
-                "effects": {k: _clean(v.tolist()) for k, v in avg.effects.items()},
+                "effects": {k: _clean(v.T.tolist()) for k, v in avg.effects.items()},  # rows: categories
                 "categories": avg.categories, "facts": [f"{f.prompt()}{f.attribute}" for f in traced],
                 "clean_prob": avg.mean_clean_prob, "corrupt_prob": avg.mean_corrupt_prob,
                 "samples": size["samples"], "window": avg.window, "layers": layers,
-                "mlp_peak_layer": layer, "mlp_peak_effect": avg.effects["mlp"][row, layer].item(),
+                "mlp_peak_layer": layer, "mlp_peak_effect": avg.effects["mlp"][layer, row].item(),
                 "mlp_global_peak": list(avg.peak("mlp", None)),
             },
             "n_known": len(known), "n_pool": len(pool),
