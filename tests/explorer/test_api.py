@@ -335,3 +335,43 @@ def test_server_listens_on_loopback_only_by_default(explorer):
             bind("127.0.0.1", busy.getsockname()[1])
         finally:
             busy.close()
+
+
+def test_model_calls_run_off_the_event_loop_one_at_a_time(live_url, lm):
+    """While a model call is blocked, the server still answers; concurrent model calls never overlap."""
+    import threading
+
+    import httpx
+
+    origin = live_url.split("/?")[0]
+    headers = {"X-Uncover-Token": TOKEN}
+    release, active, peak, entered = threading.Event(), [0], [0], threading.Event()
+
+    def pre(module, args):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        entered.set()
+        release.wait(30)
+
+    def post(module, args, out):
+        active[0] -= 1
+
+    handles = [lm.hf.register_forward_pre_hook(pre), lm.hf.register_forward_hook(post)]
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            httpx.post(f"{origin}/api/run", json={"prompt": PROMPT}, headers=headers, timeout=60).status_code))
+            for _ in range(3)]
+        for t in threads:
+            t.start()
+        assert entered.wait(30)
+        info = httpx.get(f"{origin}/api/info", headers=headers, timeout=10)  # the loop is free meanwhile
+        assert info.status_code == 200
+        release.set()
+        for t in threads:
+            t.join(60)
+    finally:
+        release.set()
+        for h in handles:
+            h.remove()
+    assert results == [200, 200, 200] and peak[0] == 1
