@@ -375,3 +375,31 @@ def test_model_calls_run_off_the_event_loop_one_at_a_time(live_url, lm):
         for h in handles:
             h.remove()
     assert results == [200, 200, 200] and peak[0] == 1
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3", "qwen3"])
+def test_every_view_works_on_other_architectures(arch):
+    """Each view answers on other families, and the lens's last layer is the HF model's distribution."""
+    from fastapi.testclient import TestClient
+
+    import uncover as uc
+    from tests.conftest import tiny_hf
+    from tests.editing.conftest import word_tokenizer
+    from uncover.explorer.server import create_app
+    from uncover.explorer.session import Explorer
+
+    model = uc.load(tiny_hf(arch), tokenizer=word_tokenizer())
+    with TestClient(create_app(Explorer(model), TOKEN), base_url=BASE, headers={"X-Uncover-Token": TOKEN}) as c:
+        lens = c.post("/api/lens", json={"prompt": PROMPT, "target": "Paris"}).json()
+        ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
+        with torch.no_grad():
+            probs = model.hf(ids).logits[0].softmax(-1)
+        close(lens["target_prob"][-1], probs[:, model.to_single_token("Paris")])
+        n = len(lens["tokens"])
+        assert len(c.post("/api/attention", json={"prompt": PROMPT, "layer": 2}).json()["pattern"][0]) == n
+        dla = c.post("/api/dla", json={"prompt": PROMPT, "pos": 2}).json()
+        assert len(dla["values"]) == 1 + 3 * (model.cfg.n_heads + 2)
+        assert len(c.post("/api/neurons", json={"prompt": PROMPT, "layer": 0}).json()["neurons"]) == n
+        steer = c.post("/api/steer", json={"prompt": PROMPT, "source": "concept:sentiment", "layer": 1, "coeff": 2,
+                                           "max_new_tokens": 3}).json()
+        assert isinstance(steer["steered"], str)
