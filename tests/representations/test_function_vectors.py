@@ -53,3 +53,29 @@ def test_function_vector_is_added_at_the_last_position(tiny_model, tmp_path):
     loaded = FunctionVector.load(fv.save(tmp_path / "fv"))
     torch.testing.assert_close(loaded.vector, fv.vector)
     assert loaded.heads == [(0, 0)] and loaded.layer == 1
+
+
+@pytest.mark.slow
+def test_attribution_effects_are_the_first_order_estimate(smollm):
+    """(mean_z - z) . d(sum of answer probs)/dz at the last token, with the gradient taken by hand."""
+    task = icl_task("antonyms")
+    clean, corrupted = task.prompts(3, n_shots=2, seed=0), task.prompts(3, n_shots=2, shuffle_labels=True, seed=1)
+    mean_z = mean_head_activations(smollm, clean)
+    layer = 14
+    effects = indirect_effects(smollm, corrupted, mean_z, "attribution", layers=[layer])
+    assert bool((effects[:layer] == 0).all()) and bool((effects[layer + 1:] == 0).all())
+    tokens, mask = smollm.to_tokens([p.text for p in corrupted], return_mask=True)
+    answers = [smollm.tokenizer.encode(" " + p.answer, add_special_tokens=False)[0] for p in corrupted]
+    seen = {}
+
+    def leaf(z, hook):
+        seen["z"] = z.detach().requires_grad_(True)
+        return seen["z"]
+
+    with torch.enable_grad():
+        logits = smollm.run_with_hooks(tokens, [(f"blocks.{layer}.attn.hook_z", leaf)], attention_mask=mask)
+        total = logits[:, -1].softmax(-1)[torch.arange(3), answers].sum()
+        (grad,) = torch.autograd.grad(total, seen["z"])
+    z = seen["z"].detach()
+    expect = ((mean_z[layer] - z[:, -1]) * grad[:, -1]).sum(-1).mean(0)
+    torch.testing.assert_close(effects[layer], expect, atol=1e-6, rtol=1e-4)

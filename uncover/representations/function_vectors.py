@@ -5,8 +5,9 @@ perform the task.
 1. ``mean_head_activations``: each head's ``hook_z`` at the last token, averaged over clean few-shot prompts.
 2. ``indirect_effects``: on prompts whose shot labels are shuffled, put one head's mean activation back
    at the last token and measure the gain in the probability of the correct answer (the average
-   indirect effect, AIE). ``method="exact"`` runs one patched forward per head (heads of a layer are
-   batched together); ``method="attribution"`` is its first-order estimate from one backward pass.
+   indirect effect, AIE). ``method="exact"`` runs one patched variant per head on
+   ``uncover.core.variants`` (many heads per forward, each starting at its layer);
+   ``method="attribution"`` is its first-order estimate from one backward pass (``variants.attribution``).
 3. ``function_vector``: the sum of the top-k heads' mean outputs ``mean_z[l, h] @ W_O(l)[h]`` [d_model].
 4. ``fv_accuracy``: zero-shot accuracy with the vector added to ``blocks.{layer}.hook_resid_post`` at
    the last token.
@@ -14,17 +15,17 @@ perform the task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from uncover.core.hooks import HookPoint
-from uncover.core.interventions import add_vector
+from uncover.core.interventions import ablate, add_vector
+from uncover.core.names import act_name, check_layer, check_layers
+from uncover.core.results import Progress, Result, no_progress
+from uncover.core.variants import attribution, base_run, run_variants
 from uncover.data.icl import IclPrompt, IclTask, icl_task
 from uncover.errors import UncoverError
 from uncover.representations.activations import collect_activations
-from uncover.representations.storage import load_folder, save_folder
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -41,60 +42,57 @@ def _answer_probs(model: "Model", logits: torch.Tensor, answers: torch.Tensor) -
     return logits[:, -1].float().softmax(-1)[torch.arange(len(answers)), answers.to(logits.device)]
 
 
-def _patch_last(mean_z: torch.Tensor, n: int) -> Callable:
-    """Hook for a batch of n_heads blocks of n prompts: block h gets head h's mean at the last token."""
-
-    def fn(z: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-        out = z.clone()
-        for h in range(z.shape[2]):
-            out[h * n:(h + 1) * n, -1, h] = mean_z[hook.layer, h].to(z.dtype)
-        return out
-
-    return fn
-
-
-@torch.no_grad()
-def _exact_effects(model, tokens, mask, answers, mean_z, layers, progress) -> torch.Tensor:
-    n, H = len(tokens), model.cfg.n_heads
-    base = _answer_probs(model, model(tokens, attention_mask=mask), answers)
+def _exact_effects(model, tokens, mask, answers, mean_z, layers, progress, batch_size, max_bytes) -> torch.Tensor:
+    H = model.cfg.n_heads
+    base = base_run(model, tokens, mask, logits_to_keep=1)
+    base_probs = _answer_probs(model, base.output, answers)
+    heads = [(l, h) for l in layers for h in range(H)]
+    # each variant puts one head's clean mean back at the last token
+    variants = [[(act_name("z", l), ablate("mean", heads=[h], positions=[-1], values=mean_z[l]))] for l, h in heads]
+    gains = run_variants(model, base, variants,
+                         lambda logits, _: (_answer_probs(model, logits, answers) - base_probs).mean().cpu(),
+                         logits_to_keep=1, batch_size=len(tokens) * H if batch_size is None else batch_size,
+                         max_bytes=max_bytes, progress=progress, description="function-vector head effects")
     effects = torch.zeros(model.cfg.n_layers, H)
-    steps = layers if progress is None else progress(layers, "function-vector head effects")
-    for l in steps:
-        logits = model.run_with_hooks(tokens.repeat(H, 1), [(f"blocks.{l}.attn.hook_z", _patch_last(mean_z, n))],
-                                      attention_mask=mask.repeat(H, 1))
-        patched = _answer_probs(model, logits, answers.repeat(H)).view(H, n)
-        effects[l] = (patched - base).mean(1).cpu()
+    for (l, h), gain in zip(heads, gains):
+        effects[l, h] = gain
     return effects
 
 
 def _attribution_effects(model, tokens, mask, answers, mean_z, layers) -> torch.Tensor:
-    names = [f"blocks.{l}.attn.hook_z" for l in layers]
-    metric = lambda logits: _answer_probs(model, logits, answers).sum()
-    _, acts, grads = model.grad_cache(tokens, metric, names, attention_mask=mask)
+    names = [act_name("z", l) for l in layers]
+    metric = lambda logits: _answer_probs(model, logits, answers).sum()  # noqa: E731
+
+    def with_means(name: str, z: torch.Tensor) -> torch.Tensor:  # every head's mean at the last token
+        out = z.detach().clone()
+        out[:, -1] = mean_z[layers[names.index(name)]].to(z.device, z.dtype)
+        return out
+
+    _, products = attribution(model, tokens, metric, names, with_means, attention_mask=mask)
     effects = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for l, name in zip(layers, names):
-        delta = mean_z[l].to(acts[name].device) - acts[name][:, -1]          # [n, H, d_head]
-        effects[l] = (grads[name][:, -1] * delta).sum(-1).mean(0).cpu()
+        effects[l] = products[name][:, -1].sum(-1).mean(0).cpu()
     return effects
 
 
 def indirect_effects(model: "Model", corrupted: Sequence[IclPrompt], mean_z: torch.Tensor, method: str = "exact",
-                     layers: Sequence[int] | None = None,
-                     progress: Callable[..., Iterable] | None = None) -> torch.Tensor:
+                     layers: Sequence[int] | None = None, progress: Progress = no_progress,
+                     batch_size: int | None = None, max_bytes: int | None = None) -> torch.Tensor:
     """Average indirect effect of each head, [n_layers, n_heads] (change in answer probability;
-    zero for layers not in ``layers``). corrupted: shuffled-label prompts; mean_z from clean prompts."""
-    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    zero for layers not in ``layers``). corrupted: shuffled-label prompts; mean_z from clean prompts.
+    batch_size (rows, default one layer's heads x prompts) and max_bytes size the exact method's forwards."""
+    layers = list(range(model.cfg.n_layers)) if layers is None else check_layers(layers, model.cfg.n_layers)
     tokens, mask = model.to_tokens([p.text for p in corrupted], return_mask=True)
     answers = torch.tensor([model.tokenizer.encode(" " + p.answer, add_special_tokens=False)[0] for p in corrupted])
     if method == "exact":
-        return _exact_effects(model, tokens, mask, answers, mean_z, layers, progress)
+        return _exact_effects(model, tokens, mask, answers, mean_z, layers, progress, batch_size, max_bytes)
     if method == "attribution":
         return _attribution_effects(model, tokens, mask, answers, mean_z, layers)
     raise UncoverError(f"unknown method {method!r}; choose 'exact' or 'attribution'")
 
 
 @dataclass
-class FunctionVector:
+class FunctionVector(Result):
     """vector [d_model] to add at ``blocks.{layer}.hook_resid_post``; heads: the (layer, head) summed;
     effects [n_layers, n_heads]: the heads' average indirect effects."""
 
@@ -107,16 +105,11 @@ class FunctionVector:
 
     def hooks(self, scale: float = 1.0) -> list:
         """Hooks adding ``scale * vector`` at the last position (the prompt pass, in generation)."""
-        return [(f"blocks.{self.layer}.hook_resid_post", add_vector(self.vector, scale, positions=[-1]))]
-
-    def save(self, path: str | Path) -> Path:
-        return save_folder(path, {"vector": self.vector, "effects": self.effects},
-                           {"layer": self.layer, "heads": self.heads, "task": self.task, "meta": self.meta})
+        return [(act_name("resid_post", self.layer), add_vector(self.vector, scale, positions=[-1]))]
 
     @classmethod
-    def load(cls, path: str | Path) -> "FunctionVector":
-        t, m = load_folder(path)
-        return cls(t["vector"], m["layer"], [tuple(h) for h in m["heads"]], t["effects"], m["task"], m["meta"])
+    def from_fields(cls, fields: dict[str, Any]) -> "FunctionVector":
+        return cls(**{**fields, "heads": [tuple(h) for h in fields["heads"]]})
 
 
 def head_outputs(model: "Model", mean_z: torch.Tensor, heads: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -129,11 +122,11 @@ def head_outputs(model: "Model", mean_z: torch.Tensor, heads: Sequence[tuple[int
 
 def function_vector(model: "Model", task: IclTask | str, n_prompts: int = 16, n_shots: int = 5, top_k: int = 10,
                     layer: int | None = None, method: str = "exact", seed: int = 0,
-                    progress: Callable[..., Iterable] | None = None) -> FunctionVector:
+                    progress: Progress = no_progress) -> FunctionVector:
     """Todd's function vector for ``task``, built from its pairs (use ``task.split()`` to keep
     zero-shot queries out). layer: where to add it (default n_layers // 3)."""
     task = icl_task(task) if isinstance(task, str) else task
-    layer = model.cfg.n_layers // 3 if layer is None else layer
+    layer = model.cfg.n_layers // 3 if layer is None else check_layer(layer, model.cfg.n_layers)
     if not 1 <= top_k <= model.cfg.n_layers * model.cfg.n_heads:
         raise UncoverError(f"top_k must be between 1 and {model.cfg.n_layers * model.cfg.n_heads}, got {top_k}")
     clean = task.prompts(n_prompts, n_shots, seed=seed)
@@ -156,7 +149,7 @@ def fv_accuracy(model: "Model", prompts: Sequence[IclPrompt], hooks: list = ()) 
 
 
 @dataclass
-class FunctionVectorResult:
+class FunctionVectorResult(Result):
     """Zero-shot accuracy without and with the function vector, and few-shot accuracy for reference."""
 
     fv: FunctionVector
@@ -178,7 +171,7 @@ def choose_layer(model: "Model", fv: FunctionVector, prompts: Sequence[IclPrompt
 
 def fv_experiment(model: "Model", task_name: str = "antonyms", top_k: int = 10, n_prompts: int = 16,
                   n_shots: int = 5, layer: int | None = None, method: str = "exact", seed: int = 0,
-                  progress: Callable[..., Iterable] | None = None) -> FunctionVectorResult:
+                  progress: Progress = no_progress) -> FunctionVectorResult:
     """Build a function vector on half of a task's pairs; score zero-shot on the other half.
 
     layer: where to add it; None picks it with ``choose_layer`` on the training pairs' zero-shot prompts.
