@@ -12,6 +12,7 @@ predictions that are legal, and ``legal_f1``, the F1 of the set of moves given p
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,17 +46,21 @@ class OthelloConfig:
     n_games: int = 40_000
     n_eval_games: int = 500
     steps: int = 3000
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 64
+    lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    eval_every: int = 200
+    lr_decay: str = "cosine"  # "cosine": after warm-up, down to min_lr_frac * lr at the last step; "none"
+    min_lr_frac: float = 0.05
+    eval_every: int = 250
     checkpoints: str = "log"
     seed: int = 0
     device: str = "auto"
     stop_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.lr_decay not in ("cosine", "none"):
+            raise UncoverError(f"lr_decay={self.lr_decay!r}; use 'cosine' or 'none'")
         if self.d_model % self.n_heads:
             raise UncoverError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
@@ -67,6 +72,16 @@ class OthelloConfig:
         return ToyConfig(d_vocab=self.n_moves + 1, d_vocab_out=self.n_moves, n_ctx=self.n_moves - 1,
                          d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_model // self.n_heads,
                          d_mlp=self.d_mlp, n_layers=self.n_layers, act_fn="gelu", layer_norm=True)
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at ``step``: linear warm-up, then cosine decay (or constant)."""
+        warm = max(self.warmup_steps, 1)
+        if step < warm:
+            return (step + 1) / warm
+        if self.lr_decay == "none":
+            return 1.0
+        done = min((step - warm) / max(self.steps - warm, 1), 1.0)
+        return self.min_lr_frac + (1 - self.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * done))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.99),
@@ -204,6 +219,8 @@ def train_othello(cfg: OthelloConfig, out_dir: str | Path | None = None, progres
     model = ToyTransformer(cfg.model_config(), seed=cfg.seed)
     task = OthelloTask(cfg)
     trainer = Trainer(model, task, cfg.train_config(), out_dir=out_dir, progress=progress)
+    # the dynamics trainer warms up then holds the rate; this run decays it (the schedule is saved on resume)
+    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, cfg.lr_factor)
     result = trainer.fit(resume=resume)
     model = trainer.model.eval()
     run = OthelloRun(model, cfg, result.metrics, result.seconds, time.perf_counter() - t0,
