@@ -31,6 +31,8 @@ _LAZY = {
     "iti": "uncover.representations.iti",
     "activations": "uncover.representations.activations",
     "editing": "uncover.applications.editing",
+    "pruning": "uncover.applications.pruning",
+    "alignment": "uncover.applications.alignment",
     "dynamics": "uncover.dynamics",
 }
 

@@ -22,6 +22,8 @@ AREAS = [
     "uncover.representations.world.cli",
     "uncover.dynamics.cli",
     "uncover.applications.editing.cli",
+    "uncover.applications.pruning.cli",
+    "uncover.applications.alignment.cli",
 ]
 
 

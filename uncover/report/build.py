@@ -32,6 +32,7 @@ SECTIONS = [
     "uncover.representations.world.report:SECTION",
     "uncover.dynamics.report:SECTION",
     "uncover.applications.editing.report:SECTION",
+    "uncover.applications.pruning.report:SECTION",
 ]
 
 
