@@ -44,9 +44,10 @@ def prune_command(
         pruned = prune_model(m, plan)
         folder = save_pruned(pruned, out)
         plan.save(folder / "uncover-plan")
-    with torch.no_grad(), m.hooks(plan.hooks()):
-        masked = m(held[:2])
-    diff = float((pruned(held[:2]) - masked).abs().max())
+    with torch.no_grad():
+        with m.hooks(plan.hooks()):
+            masked = m(held[:2])
+        diff = float((pruned(held[:2]) - masked).abs().max())
     timing = held[:4]
     t_orig, t_pruned = forward_seconds(m, timing), forward_seconds(pruned, timing)
     table = Table("", "original", "pruned")
