@@ -84,3 +84,13 @@ def test_seeded_constructors_and_training_keep_the_global_rng(make):
         x = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
         train_sae(SAE(SAEConfig(8, 16, "relu"), seed=0), [x], SAETrainConfig(total_tokens=256, batch_size=64))
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_load_converts_a_copy_of_a_passed_model():
+    hf = tiny_hf("llama")
+    before = {n: (p.dtype, p.data_ptr()) for n, p in hf.named_parameters()}
+    model = uc.load(hf, dtype=torch.float64)
+    assert {n: (p.dtype, p.data_ptr()) for n, p in hf.named_parameters()} == before
+    assert all(p.dtype == torch.float64 for p in model.hf.parameters()) and model.hf is not hf
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    assert torch.allclose(model(tokens).float(), hf(tokens).logits, atol=1e-4)

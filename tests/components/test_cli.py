@@ -1,5 +1,4 @@
 """The components commands end to end on smollm2 (small sizes)."""
-import json
 
 import pytest
 import typer
@@ -17,15 +16,16 @@ def app():
 
 def test_patch_lens_heads(app, smollm, tmp_path, monkeypatch):
     import uncover
+    from uncover.core.results import Result
 
     monkeypatch.setattr(uncover, "load", lambda name: smollm)
     runner = CliRunner()
     res = runner.invoke(app, ["patch", "smollm2-135m", "--task", "ioi", "--n", "2", "--site", "resid_pre",
                               "--by", "layer", "--out", str(tmp_path / "p")])
     assert res.exit_code == 0, res.output
-    assert "logit difference" in res.output and (tmp_path / "p" / "ioi_resid_pre_layer_activation.json").exists()
-    meta = json.loads((tmp_path / "p" / "ioi_resid_pre_layer_activation.json").read_text())
-    assert meta["normalized"] and meta["meta"]["task"] == "ioi"
+    assert "logit difference" in res.output
+    saved = Result.load(tmp_path / "p" / "ioi_resid_pre_layer_activation")  # the PatchResult folder
+    assert saved.normalized and saved.meta["task"] == "ioi"
     res = runner.invoke(app, ["lens", "smollm2-135m", "--target", " Paris", "--out", str(tmp_path / "l")])
     assert res.exit_code == 0, res.output
     assert "' Paris'" in res.output and (tmp_path / "l" / "logit_lens.html").exists()

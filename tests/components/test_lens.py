@@ -69,7 +69,7 @@ def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(tiny_model, tmp_
     lens.save(tmp_path / "tl")
     back = L.TunedLens.load(tmp_path / "tl")
     assert torch.equal(back.weight, lens.weight.detach()) and back.model_name == model.name
-    with pytest.raises(UncoverError, match="no tuned lens"):
+    with pytest.raises(UncoverError, match="not a saved uncover result"):
         L.TunedLens.load(tmp_path / "missing")
 
 

@@ -33,6 +33,21 @@ def test_harvest_matches_run_with_cache(llama, tokens):
         assert torch.equal(got[n], cache[n][:, 1:].reshape(-1, cache[n].shape[-1]).float())
 
 
+@pytest.mark.parametrize("names, stop", [(["hook_embed"], 0), (NAMES, 2), (["blocks.2.hook_resid_post"], 3),
+                                         (["blocks.0.hook_mlp_out", "ln_final.hook_normalized"], None)])
+def test_harvest_stops_after_the_deepest_layer_and_matches_a_full_run(llama, tokens, names, stop):
+    from uncover.features.store import stop_layer
+
+    assert stop_layer(names) == stop
+    ran = []
+    with llama.hooks([(f"blocks.{l}.hook_resid_pre", lambda t, h: ran.append(h.layer)) for l in range(3)]):
+        got = harvest(llama, names, tokens[:2])
+    assert ran == list(range(min(stop if stop is not None else 3, 3)))  # no layer after the deepest one ran
+    _, cache = llama.run_with_cache(tokens[:2], names=names)
+    for n in names:
+        assert torch.equal(got[n], cache[n].reshape(-1, cache[n].shape[-1]).float())
+
+
 def test_shuffle_buffer_yields_every_token_once(llama, tokens):
     stream = ShuffleBuffer(llama, NAMES[:1], tokens, batch_size=16, buffer_tokens=64, model_batch_size=3, seed=1)
     rows = torch.cat([b[NAMES[0]] for b in stream])

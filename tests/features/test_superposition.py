@@ -40,7 +40,7 @@ def five_in_two():
     """n=5, m=2: 3 seeds dense with importance 0.8^i, 3 seeds sparse (p=0.03) with equal importance."""
     p = torch.tensor([1.0] * 3 + [0.03] * 3)
     importance = torch.stack([0.8 ** torch.arange(5.0)] * 3 + [torch.ones(5)] * 3)
-    result = sp.train_toy_models(sp.ToyConfig(5, 2, p, importance, steps=1000, lr=3e-2))
+    result = sp.train_toy_models(sp.SuperpositionConfig(5, 2, p, importance, steps=1000, lr=3e-2))
     return result, sp.best_instances(result, 2)
 
 
@@ -73,8 +73,8 @@ def twenty_in_five():
     importance = 0.7 ** torch.arange(20.0)
     out = {}
     for nonlinear, steps, lr in ((False, 1000, 3e-2), (True, 1500, 1e-2)):
-        r = sp.train_toy_models(sp.ToyConfig(20, 5, p, importance, nonlinear=nonlinear, steps=steps,
-                                             batch_size=256, lr=lr))
+        r = sp.train_toy_models(sp.SuperpositionConfig(20, 5, p, importance, nonlinear=nonlinear, steps=steps,
+                                                         batch_size=256, lr=lr))
         out[nonlinear] = r.W[sp.best_instances(r, 2)]
     return out
 
@@ -112,7 +112,7 @@ def test_dimensionality_sticks_to_simple_fractions():
     geometric fractions (1/2 antipodal pairs, 1/3 triples ...), unlike a random matrix's."""
     fractions = torch.tensor([1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, 1 / 3])
     p = torch.tensor([0.33, 0.33, 0.17, 0.17])
-    r = sp.train_toy_models(sp.ToyConfig(40, 4, p, steps=1500, batch_size=512, lr=1e-2))
+    r = sp.train_toy_models(sp.SuperpositionConfig(40, 4, p, steps=1500, batch_size=512, lr=1e-2))
     W = r.W[sp.best_instances(r, 2)]
 
     def near_fraction(D: torch.Tensor) -> float:
@@ -129,6 +129,6 @@ def test_dimensionality_sticks_to_simple_fractions():
 
 def test_bad_configs_say_what_to_do():
     with pytest.raises(UncoverError, match="feature_probability"):
-        sp.ToyConfig(5, 2, torch.tensor([1.5]))
+        sp.SuperpositionConfig(5, 2, torch.tensor([1.5]))
     with pytest.raises(UncoverError, match=r"\[instances\]"):
-        sp.ToyConfig(5, 2, torch.ones(3, 4))
+        sp.SuperpositionConfig(5, 2, torch.ones(3, 4))

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import track
 from rich.table import Table
 
 from uncover.cli import load_model as _load
@@ -134,8 +133,7 @@ def patch_command(
     m = _load(model)
     with console.status(f"building the {task} task ..."):
         t = make_task(m, task, n=n, seed=seed)
-    progress = (lambda chunks: track(chunks, description=f"patching {site} by {by}")) if method == "activation" else None
-    kwargs = {"progress": progress} if progress else {}
+    kwargs = {"progress": RichProgress()} if method == "activation" else {}
     result = P.patch_task(m, t, site=site, by=by, method=method, direction=direction, **kwargs)
     console.print(f"{t.name}: {t.metric_unit} clean {result.clean_metric:.3f}, corrupted {result.corrupt_metric:.3f} "
                   f"({len(t)} pairs, {method} patching, {direction})")

@@ -54,16 +54,32 @@ def attention_scores(model: "Model", tokens: Tensor | None = None, half_len: int
         prefix = tokens.shape[1] - 2 * half_len
         if prefix < 0:
             raise UncoverError(f"tokens have {tokens.shape[1]} positions, fewer than 2 * half_len = {2 * half_len}.")
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(tokens, names=names)
-    pattern = torch.stack([cache[n] for n in names]).float()  # [L, b, h, q, k]
+    pattern = attention_patterns(model, tokens).float()
     seq = tokens.shape[1]
     q_all = torch.arange(prefix + 1, seq)
     q_rep = torch.arange(prefix + half_len, seq)
-    prev = pattern[..., q_all, q_all - 1].mean(dim=(1, 3))
-    dup = pattern[..., q_rep, q_rep - half_len].mean(dim=(1, 3))
-    ind = pattern[..., q_rep, q_rep - half_len + 1].mean(dim=(1, 3))
+    prev = diagonal_score(pattern, q_all, 1)
+    dup = diagonal_score(pattern, q_rep, half_len)
+    ind = diagonal_score(pattern, q_rep, half_len - 1)
     return {"previous_token": prev.cpu(), "duplicate_token": dup.cpu(), "induction": ind.cpu()}
+
+
+@torch.no_grad()
+def attention_patterns(model: "Model", tokens: Tensor) -> Tensor:
+    """Every layer's attention pattern in one forward: tokens [batch, pos] -> [n_layers, batch, head, query, key]."""
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names=names)
+    return torch.stack([cache[n] for n in names])
+
+
+def diagonal_score(pattern: Tensor, queries: Tensor, offset: int) -> Tensor:
+    """Mean attention from each query q to key q - offset, over the batch and ``queries``.
+
+    pattern: [layer, batch, head, query, key] -> [layer, head] (any leading axes before batch are kept).
+    The previous-token score is offset 1; the induction score on a sequence repeated with period P is
+    offset P - 1 over the queries in the repeat.
+    """
+    return pattern[..., queries, queries - offset].mean(dim=(-3, -1))
 
 
 def scores(model: "Model", kind: str, task: "Task | None" = None, **kwargs) -> Tensor:
@@ -136,10 +152,6 @@ class FactoredMatrix:
         ga = self.A.transpose(-1, -2) @ self.A
         gb = self.B @ self.B.transpose(-1, -2)
         return (ga * gb.transpose(-1, -2)).sum(dim=(-1, -2)).clamp(min=0).sqrt()
-
-
-def _kv(model: "Model", head: int) -> int:
-    return head // (model.cfg.n_heads // model.cfg.n_kv_heads)
 
 
 def _check_head(model: "Model", layer: int, head: int | None) -> None:

@@ -9,15 +9,13 @@ real residual, each part's contribution to a logit (difference) is a dot product
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.core.scoped import frozen
 from uncover.errors import UncoverError
 
@@ -39,7 +37,7 @@ def _tokens(model: "Model", tokens, attention_mask):
 
 
 @dataclass
-class LensResult:
+class LensResult(Result):
     """A lens read at every layer. Layer axis: ``labels`` ("0_pre" .. "final_post").
 
     log_probs: [n_layers + 1, batch, pos, d_vocab]; top_ids, top_probs: [n_layers + 1, batch, pos, k];
@@ -83,7 +81,7 @@ def logit_lens(model: "Model", tokens, target: int | Tensor | None = None, k: in
     return _read(log_probs, labels, k, target, "logit")
 
 
-class TunedLens(nn.Module):
+class TunedLens(nn.Module, Result):
     """Per-layer affine translators ``h -> h + A_l h + b_l`` for layers 0..n_layers-1 (resid_pre), then the
     model's final norm and unembedding. The final residual needs no translator."""
 
@@ -97,27 +95,15 @@ class TunedLens(nn.Module):
         """resid [..., d_model] before ``layer`` -> translated residual [..., d_model]."""
         return resid + resid @ self.weight[layer].T + self.bias[layer]
 
-    def save(self, path: str | Path) -> None:
-        """``path``/lens.safetensors + ``path``/config.json."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"weight": self.weight.detach().contiguous(), "bias": self.bias.detach().contiguous()},
-                  str(path / "lens.safetensors"))
-        n, d, _ = self.weight.shape
-        (path / "config.json").write_text(json.dumps({"n_layers": n, "d_model": d, "model": self.model_name}))
+    def to_fields(self) -> dict:
+        """Saved as an uncover result folder: weight [n_layers, d_model, d_model], bias [n_layers, d_model]."""
+        return {"weight": self.weight.detach(), "bias": self.bias.detach(), "model_name": self.model_name}
 
     @classmethod
-    def load(cls, path: str | Path) -> "TunedLens":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / "config.json").exists():
-            raise UncoverError(f"no tuned lens at {path} (expected config.json and lens.safetensors); train one with train_tuned_lens.")
-        cfg = json.loads((path / "config.json").read_text())
-        lens = cls(cfg["n_layers"], cfg["d_model"], cfg.get("model", ""))
-        lens.load_state_dict(load_file(str(path / "lens.safetensors")))
+    def from_fields(cls, fields: dict) -> "TunedLens":
+        n, d, _ = fields["weight"].shape
+        lens = cls(n, d, fields["model_name"])
+        lens.load_state_dict({"weight": fields["weight"], "bias": fields["bias"]})
         return lens
 
 
@@ -203,7 +189,7 @@ def _unembed_direction(model: "Model", logits: Tensor, ids) -> tuple[Tensor, Ten
 
     ids: an int, [batch], or sets [batch, k] padded with -1 (the set's mean logit, as in the metrics).
     """
-    from uncover.components.metrics import _as_sets
+    from uncover.core.metrics import _as_sets
 
     b = logits.shape[0]
     ids = torch.as_tensor(ids, device=logits.device).long()
@@ -217,7 +203,7 @@ def _unembed_direction(model: "Model", logits: Tensor, ids) -> tuple[Tensor, Ten
 
 
 @dataclass
-class DLAResult:
+class DLAResult(Result):
     """Each component's direct contribution to the logit (difference) at one position.
 
     values: [n_components, batch]; labels: "embed", "L{l} attn" (or "L{l}H{h}" and "L{l} attn other" per

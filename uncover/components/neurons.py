@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.errors import UncoverError
 from uncover.features.analysis import (
     TopContexts, UnitFn, activation_histogram, context_window, logit_effects, polysemanticity, top_contexts,
@@ -69,7 +69,7 @@ def vocab_projection(model: "Model", layer: int, neurons: Sequence[int], k: int 
 
 
 @dataclass
-class NeuronReport:
+class NeuronReport(Result):
     """Everything measured about some neurons of one layer, JSON-able via to_dict()."""
 
     layer: int

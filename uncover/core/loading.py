@@ -7,6 +7,7 @@ rebuilt.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -42,7 +43,8 @@ def load(
 
     name_or_path: a bundled name ("smollm2-135m", "gemma3-270m"), a Hugging Face hub id or local
     directory, a path to a .gguf file, or an instantiated transformers causal LM (pass its tokenizer).
-    dtype defaults to float32 (what GGUF dequantises to); device defaults to CPU.
+    dtype defaults to float32 (what GGUF dequantises to); device defaults to CPU. A model object given
+    with ``dtype`` or ``device`` is copied before conversion, so the caller's module is left as it was.
     """
     if isinstance(name_or_path, nn.Module):
         hf, name = name_or_path, getattr(name_or_path.config, "name_or_path", "") or type(name_or_path).__name__
@@ -63,6 +65,8 @@ def load(
                 + (f"; closest: {', '.join(closest(key, BUNDLED))}" if closest(key, BUNDLED) else "")
                 + ". A Hugging Face id (org/name), a local directory or a .gguf path also work."
             )
+    if isinstance(name_or_path, nn.Module) and (dtype is not None or device is not None):
+        hf = copy.deepcopy(hf)  # .to() works in place: convert a copy, never the caller's model
     if dtype is not None:
         hf = hf.to(dtype)
     if device is not None:

@@ -7,15 +7,14 @@ so position -1 is every prompt's final token.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
 
-from uncover.components import metrics
+from uncover.core import metrics
+from uncover.core.results import Result
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -25,8 +24,8 @@ TASK_NAMES = ("ioi", "induction", "greater-than", "docstring", "facts")
 
 
 @dataclass
-class Task:
-    """Clean / corrupted prompt pairs with their answers.
+class Task(Result):
+    """Clean / corrupted prompt pairs with their answers (``save`` / ``load``: an uncover result folder).
 
     clean, corrupt: LongTensor [n, pos] (same padding for both).  attention_mask: [n, pos] or None.
     answers, wrong: LongTensor [n] (one token each) or [n, k] answer sets padded with -1.
@@ -66,29 +65,6 @@ class Task:
             [self.clean_prompts[i] for i in ids] if self.clean_prompts else [],
             [self.corrupt_prompts[i] for i in ids] if self.corrupt_prompts else [], dict(self.info),
         )
-
-    def save(self, path: str | Path) -> None:
-        """Write ``path``.safetensors (tensors) and ``path``.json (prompts and metadata)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tensors = {k: getattr(self, k).contiguous() for k in ("clean", "corrupt", "answers", "wrong")}
-        if self.attention_mask is not None:
-            tensors["attention_mask"] = self.attention_mask.contiguous()
-        save_file(tensors, str(path.with_suffix(".safetensors")))
-        meta = {"name": self.name, "metric_kind": self.metric_kind, "clean_prompts": self.clean_prompts,
-                "corrupt_prompts": self.corrupt_prompts, "info": self.info}
-        path.with_suffix(".json").write_text(json.dumps(meta))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Task":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        t = load_file(str(path.with_suffix(".safetensors")))
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return cls(meta["name"], t["clean"], t["corrupt"], t["answers"], t["wrong"], meta["metric_kind"],
-                   t.get("attention_mask"), meta["clean_prompts"], meta["corrupt_prompts"], meta["info"])
 
 
 def _token_ids(model: "Model", text: str) -> list[int]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from uncover.core.results import Result
+
 
 @dataclass
 class DoubleDescentConfig:
@@ -26,7 +28,7 @@ class DoubleDescentConfig:
 
 
 @dataclass
-class DoubleDescentResult:
+class DoubleDescentResult(Result):
     config: dict[str, Any]
     widths: list[int]
     train_loss: list[float]  # mean over repeats, MSE

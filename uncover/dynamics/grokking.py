@@ -7,18 +7,16 @@ the embedding's and the neuron-to-logit map's Fourier norms. The three phases ar
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.dynamics.data import ModularData, modular_data
-from uncover.dynamics.models import ToyConfig, ToyTransformer, nanda_config
+from uncover.dynamics.models import ToyConfig, ToyTransformer, as_model, nanda_config
 from uncover.dynamics.progress import (Phases, detect_phases, excluded_loss, fourier_component_norms,
                                        frequency_norms, gini, logit_key_frequencies, neuron_frequencies,
                                        restricted_loss, weight_norms)
@@ -69,7 +67,7 @@ class GrokConfig:
 
 
 @dataclass
-class GrokResult:
+class GrokResult(Result):
     """Curves (one row per evaluation), progress measures (one row per snapshot), key frequencies, phases."""
 
     config: dict[str, Any]
@@ -90,39 +88,27 @@ class GrokResult:
         data["neuron_freq_counts"] = {str(k): v for k, v in self.neuron_freq_counts.items()}
         return data
 
-    def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "grok_summary.json").write_text(json.dumps(self.summary(), indent=1))
-        if self.final_state:
-            save_file({k: v.contiguous() for k, v in self.final_state.items()}, str(out / "final.safetensors"))
-        return out / "grok_summary.json"
-
-    @classmethod
-    def load(cls, out_dir: str | Path) -> "GrokResult":
-        data = json.loads((Path(out_dir) / "grok_summary.json").read_text())
-        data["neuron_freq_counts"] = {int(k): v for k, v in data["neuron_freq_counts"].items()}
-        return cls(**data)
 
 
 @torch.no_grad()
 def logit_grid(model: ToyTransformer, p: int) -> torch.Tensor:
     """Answer logits for every (a, b): [p, p, p]."""
+    return model(_grid_tokens(model, p), last_only=True).logits[:, -1].reshape(p, p, -1).double().cpu()
+
+
+def _grid_tokens(model: ToyTransformer, p: int) -> torch.Tensor:
+    """Every input (a, b, '=') on the model's device: [p * p, 3], a-major."""
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    tokens = torch.stack([a.reshape(-1), b.reshape(-1), torch.full((p * p,), p)], 1).to(model.embed.weight.device)
-    return model(tokens, last_only=True).logits[:, -1].reshape(p, p, -1).double().cpu()
+    return torch.stack([a.reshape(-1), b.reshape(-1), torch.full((p * p,), p)], 1).to(model.embed.weight.device)
 
 
 @torch.no_grad()
 def neuron_grid(model: ToyTransformer, p: int) -> torch.Tensor:
-    """MLP activations at the answer position for every (a, b): [p, p, d_mlp]."""
-    acts: list[torch.Tensor] = []
-    handle = model.blocks[0].mlp.hook_post.register_forward_hook(lambda m, i, o: acts.append(o.detach()))
-    try:
-        logit_grid(model, p)
-    finally:
-        handle.remove()
-    return acts[0][:, -1].reshape(p, p, -1).double().cpu()
+    """MLP activations at the answer position for every (a, b): [p, p, d_mlp] (read at the standard
+    ``blocks.0.mlp.hook_post`` site through ``uc.load``)."""
+    name = "blocks.0.mlp.hook_post"
+    _, cache = as_model(model).run_with_cache(_grid_tokens(model, p), names=[name])
+    return cache[name][:, -1].reshape(p, p, -1).double().cpu()
 
 
 def progress_measures(model: ToyTransformer, data: ModularData, key_freqs: list[int]) -> dict[str, float]:
@@ -147,7 +133,8 @@ def progress_measures(model: ToyTransformer, data: ModularData, key_freqs: list[
 
 
 def run_grokking(cfg: GrokConfig, out_dir: str | Path | None = None, progress: Progress = no_progress) -> GrokResult:
-    """Train a grokking run and measure its progress; ``out_dir`` keeps metrics/checkpoints/resume state."""
+    """Train a grokking run and measure its progress; ``out_dir`` keeps metrics/checkpoints/resume state and
+    the result (an uncover result folder: ``GrokResult.load(out_dir)``)."""
     data = modular_data(cfg.p, cfg.op, cfg.train_frac, seed=cfg.seed)
     model = ToyTransformer(cfg.model_config(), seed=cfg.seed)
     train_cfg = cfg.train_config()

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from uncover.core.results import Progress, no_progress
-from uncover.dynamics.models import ToyConfig, ToyTransformer
+from uncover.core.results import Progress, Result, no_progress
+from uncover.components.heads import attention_patterns, diagonal_score
+from uncover.dynamics.models import ToyConfig, ToyTransformer, as_model
 from uncover.dynamics.tasks import InductionTask
 from uncover.dynamics.trainer import TrainConfig, Trainer
 
@@ -24,7 +25,7 @@ from uncover.dynamics.trainer import TrainConfig, Trainer
 @torch.no_grad()
 def per_position_loss(model: ToyTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token loss at each position, averaged over the batch: tokens [batch, pos] -> [pos - 1]."""
-    logits = model(tokens).logits[:, :-1]
+    logits = as_model(model)(tokens)[:, :-1]
     losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # [batch, pos-1]
     return losses.mean(0)
 
@@ -39,25 +40,18 @@ def icl_score(losses: torch.Tensor) -> float:
 
 @torch.no_grad()
 def head_scores(model: ToyTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Previous-token and induction scores per head, each [n_layers, n_heads].
+    """Previous-token and induction scores per head, each [n_layers, n_heads], with the head-score
+    mechanism of ``uncover.components.heads`` on the model's standard ``hook_pattern`` sites.
 
     tokens: [batch, pos] from ``repeated_sequences`` (BOS at 0, then a body repeating with period
     pos // 2). Previous-token: mean pattern[q, q-1] over q >= 1. Induction:
     mean pattern[q, q - period + 1] over queries q in the repeat (q >= period + 1).
     """
-    patterns: list[torch.Tensor] = []
-    handles = [b.attn.hook_pattern.register_forward_hook(lambda m, i, o: patterns.append(o)) for b in model.blocks]
-    try:
-        model(tokens)
-    finally:
-        for h in handles:
-            h.remove()
+    pattern = attention_patterns(as_model(model), tokens)  # [layer, batch, head, query, key]
     pos = tokens.shape[1]
     period = pos // 2
-    q = torch.arange(1, pos)
-    prev = torch.stack([p[:, :, q, q - 1].mean((0, 2)) for p in patterns])
-    qi = torch.arange(period + 1, pos)
-    induction = torch.stack([p[:, :, qi, qi - period + 1].mean((0, 2)) for p in patterns])
+    prev = diagonal_score(pattern, torch.arange(1, pos), 1)
+    induction = diagonal_score(pattern, torch.arange(period + 1, pos), period - 1)
     return prev, induction
 
 
@@ -92,7 +86,7 @@ class InductionConfig:
 
 
 @dataclass
-class InductionResult:
+class InductionResult(Result):
     config: dict[str, Any]
     curves: list[dict[str, Any]]  # step, loss, icl_score, best prev-token / induction scores, per-head lists
     icl_change_step: int | None  # steepest fall of the ICL score

@@ -8,12 +8,13 @@ while test accuracy holds or rises. ``phase_diagram`` classifies runs over corru
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 import torch
 
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.dynamics.data import modular_data
 from uncover.dynamics.models import ModularMLP
 from uncover.dynamics.progress import ipr, one_sided_power
@@ -38,7 +39,7 @@ class MemorizationConfig:
 
 
 @dataclass
-class MemorizationResult:
+class MemorizationResult(Result):
     config: dict[str, Any]
     curves: list[dict[str, float]]
     final: dict[str, float]
@@ -59,12 +60,11 @@ def neuron_ipr(model: ModularMLP, r: int = 2) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_with_mask(model: ModularMLP, task: ModularTask, keep: torch.Tensor) -> dict[str, float]:
-    """The task's metrics with hidden neurons where ``keep`` [width] is False set to zero."""
-    handle = model.hook_post.register_forward_hook(lambda m, i, out: out * keep.to(out.dtype))
-    try:
-        return task.evaluate(model)
-    finally:
-        handle.remove()
+    """The task's metrics with hidden neurons where ``keep`` [width] is False removed: a copy of the model
+    whose output weights from those neurons are zero (exactly a zero ablation of them; ``model`` is untouched)."""
+    pruned = copy.deepcopy(model)
+    pruned.fc_out.weight.mul_(keep.to(pruned.fc_out.weight))
+    return task.evaluate(pruned)
 
 
 def prune_by_ipr(model: ModularMLP, task: ModularTask, fractions: Iterable[float]) -> list[dict[str, float]]:

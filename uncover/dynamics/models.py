@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,9 @@ from torch import nn
 
 from uncover.core.scoped import seeded
 from uncover.errors import UncoverError
+
+if TYPE_CHECKING:
+    from uncover.core.model import Model
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "quadratic": None}
 
@@ -310,3 +314,14 @@ class ModularMLP(nn.Module):
         """(W_a, W_b): each [width, p], the weights each hidden neuron gives to a and to b."""
         w = self.fc_in.weight
         return w[:, : self.p], w[:, self.p :]
+
+
+def as_model(model: ToyTransformer) -> "Model":
+    """The toy model through uncover's one door (``uc.load(model)``), so every technique (head scores,
+    lenses, patching, interventions) reads it by standard hook names; its train/eval mode is kept."""
+    from uncover.core.loading import load
+
+    training = model.training
+    wrapped = load(model)
+    model.train(training)
+    return wrapped

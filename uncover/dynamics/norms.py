@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.dynamics.data import modular_data
 from uncover.dynamics.models import ModularMLP, ToyTransformer, nanda_config
 from uncover.dynamics.tasks import ModularTask
@@ -84,7 +84,7 @@ class _NormTrackingTask:
 
 
 @dataclass
-class SlingshotResult:
+class SlingshotResult(Result):
     config: dict[str, Any]
     train_losses: list[float]
     last_layer_norms: list[float]  # per step

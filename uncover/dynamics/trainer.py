@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from uncover.core.memory import tune_allocator
-from uncover.core.results import Progress, no_progress, show_status
+from uncover.core.results import Progress, Result, no_progress, show_status
 from uncover.errors import UncoverError
 
 
@@ -93,7 +93,7 @@ def weight_norm(model: nn.Module) -> float:
 
 
 @dataclass
-class TrainResult:
+class TrainResult(Result):
     """What a run produced: the metric rows, per-step train losses, checkpoint paths and timings."""
 
     metrics: list[dict[str, float]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import torch
 
 from uncover.core import interventions
-from uncover.core.results import Progress, no_progress
+from uncover.core.results import Progress, Result, no_progress
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE
 
@@ -47,7 +47,7 @@ def _encode_some(sae: SAE, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor
 
 
 @dataclass
-class TopContexts:
+class TopContexts(Result):
     """For each unit, the n_top sequences with the highest activation (each sequence at most once).
 
     values [units, n_top]: the maximum activation in that sequence; seq / pos [units, n_top]: the row in

@@ -24,13 +24,11 @@ def superposition_command(
     seed: int = typer.Option(0),
 ) -> None:
     """Train the toy-model sweeps and write their figures (pentagon, WᵀW, phase diagram, dimensionality)."""
-    from uncover.features.report import _toys
     from uncover.features import plots, superposition as sp
-    from uncover.report.section import ReportContext
 
     out.mkdir(parents=True, exist_ok=True)
     with console.status("training toy models ..."):
-        data = _toys(ReportContext(full=full, seed=seed, work_dir=out))
+        data = sp.toy_experiments(full=full, seed=seed)
     (out / "superposition.json").write_text(json.dumps(data))
     sw, ph, dim = data["sweep"], data["phase"], data["dimensionality"]
     figures = {
@@ -40,7 +38,7 @@ def superposition_command(
         "dimensionality": plots.dimensionality_scatter(dim["dims_per_feature"], dim["D"]),
     }
     for name, fig in figures.items():
-        fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        fig.write_html(out / f"{name}.html", include_plotlyjs="directory")
     table = Table("1 - S", "ReLU: represented", "ReLU: interference", "linear: represented")
     for i, p in enumerate(sw["probabilities"]):
         table.add_row(f"{p:g}", str(sw["relu"]["represented"][i]), f"{sw['relu']['interference'][i]:.3f}",

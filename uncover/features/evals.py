@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from uncover.core.results import Result
 from uncover.features.sae import SAE
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class SAEEvalResult:
+class SAEEvalResult(Result):
     n_tokens: int
     l0: float
     explained_variance: float

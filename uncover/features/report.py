@@ -21,52 +21,9 @@ if TYPE_CHECKING:
     from uncover.core.model import Model
 
 
-def _toys(ctx: ReportContext) -> dict[str, Any]:
-    full = ctx.full
-    steps = 6000 if full else 1500
-    out: dict[str, Any] = {}
-    # n=5, m=2: dense (importance 0.8^i) vs sparse (equal importance)
-    p = torch.tensor([1.0] * 3 + [0.03] * 3)
-    imp = torch.stack([0.8 ** torch.arange(5.0)] * 3 + [torch.ones(5)] * 3)
-    r = sp.train_toy_models(sp.ToyConfig(5, 2, p, imp, steps=steps, lr=3e-2, seed=ctx.seed))
-    best = sp.best_instances(r, 2)
-    out["five_in_two"] = {"W": r.W[best].tolist(), "D": sp.feature_dimensionality(r.W[best]).tolist()}
-    # n=20, m=5, importance 0.7^i across sparsity, ReLU and linear
-    probs = [1.0, 0.3, 0.1, 0.03, 0.01] if not full else [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.01, 0.003]
-    pt = torch.tensor(probs).repeat_interleave(2)
-    sweep = {}
-    for nonlinear, lr in ((True, 1e-2), (False, 3e-2)):
-        r = sp.train_toy_models(sp.ToyConfig(20, 5, pt, 0.7 ** torch.arange(20.0), nonlinear=nonlinear,
-                                             steps=steps, batch_size=256, lr=lr, seed=ctx.seed))
-        W = r.W[sp.best_instances(r, len(probs))]
-        norms = sp.feature_norms(W)
-        sweep["relu" if nonlinear else "linear"] = {
-            "gram": sp.gram(W).tolist(), "norms": norms.tolist(),
-            "represented": (norms > 0.5).sum(-1).tolist(),
-            "interference": [float(sp.superposition_interference(w)[n > 0.5].mean()) if (n > 0.5).any() else 0.0
-                             for w, n in zip(W, norms)]}
-    out["sweep"] = {"probabilities": probs, **sweep}
-    # n=2, m=1 phase diagram
-    grid = 9 if full else 5
-    dens, rel = torch.logspace(0, -2, grid), torch.logspace(-1, 1, grid)
-    pd = sp.phase_diagram(dens, rel, seeds=4 if full else 3, steps=steps, seed=ctx.seed)
-    out["phase"] = {"densities": dens.tolist(), "importances": rel.tolist(), "phase": pd.phase.tolist()}
-    # feature dimensionality
-    n, m = (200, 20) if full else (40, 4)
-    probs = torch.logspace(-0.2, -2.0 if full else -1.6, 10 if full else 6)
-    r = sp.train_toy_models(sp.ToyConfig(n, m, probs.repeat_interleave(2), steps=10_000 if full else 2000,
-                                         batch_size=512, lr=1e-2, seed=ctx.seed))
-    W = r.W[sp.best_instances(r, len(probs))]
-    D = sp.feature_dimensionality(W)
-    out["dimensionality"] = {"n": n, "m": m, "probabilities": probs.tolist(),
-                             "dims_per_feature": sp.dimensions_per_feature(W).tolist(),
-                             "D": [d[d > 0.05].tolist() for d in D]}
-    return out
-
-
 # cut-offs of the findings' wording (uncover.report.claims); each is printed with its claim
 PENTAGON = C.Threshold("pentagon", 0.05, "largest |dimensionality - 2/5|")  # five features at 2/5 each
-REPRESENTED = 0.5  # a feature is represented when ||W_i|| > 0.5 (computed in _toys)
+REPRESENTED = 0.5  # a feature is represented when ||W_i|| > 0.5 (computed in superposition.toy_experiments)
 SWEEP_M = 5  # hidden dimensions of the n=20 sweep: more represented features than this is superposition
 SAE_LOSS = C.Threshold("sae_loss", 1e-3, "loss change", "nats")
 
@@ -164,7 +121,7 @@ class FeaturesSection:
     version = "1"
 
     def compute(self, model: "Model", ctx: ReportContext) -> dict[str, Any]:
-        return {"toys": _toys(ctx), "sae": _sae(model, ctx)}
+        return {"toys": sp.toy_experiments(ctx.full, ctx.seed), "sae": _sae(model, ctx)}
 
     def render(self, data: dict[str, Any]) -> str:
         toys, sae = data["toys"], data["sae"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -32,8 +33,19 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 
 
-class _StopForward(Exception):
-    """Raised inside the last needed hook to skip the rest of the network."""
+def stop_layer(names: Sequence[str]) -> int | None:
+    """The ``stop_at_layer`` after which every hook in ``names`` has fired: one past the deepest block named
+    (0 for embedding hooks only); None when a name lies after the blocks (``ln_final.hook_normalized``)."""
+    layers = []
+    for name in names:
+        block = re.match(r"blocks\.(\d+)\.", name)
+        if block:
+            layers.append(int(block.group(1)))
+        elif name in ("hook_embed", "hook_pos_embed"):
+            layers.append(-1)
+        else:
+            return None
+    return max(layers) + 1 if layers else None
 
 
 def harvest(
@@ -42,21 +54,16 @@ def harvest(
     """Activations at ``names`` for tokens [batch, pos], flattened to [batch * (pos - skip), d] (float32).
 
     skip_positions drops the first positions of every sequence (e.g. 1 to skip a BOS token, whose
-    activations are outliers). The forward pass stops right after the last requested hook.
+    activations are outliers). The forward pass stops after the deepest requested layer (``stop_layer``).
     """
     names = list(dict.fromkeys(names))
     got: dict[str, torch.Tensor] = {}
 
     def grab(t: torch.Tensor, hook) -> None:
         got[hook.name] = t.detach()[:, skip_positions:].reshape(-1, t.shape[-1]).float()
-        if len(got) == len(names):
-            raise _StopForward
 
     with torch.no_grad(), model.hooks([(n, grab) for n in names]):
-        try:
-            model(tokens)
-        except _StopForward:
-            pass
+        model(tokens, stop_at_layer=stop_layer(names))
     missing = [n for n in names if n not in got]
     if missing:
         raise UncoverError(f"hooks {missing} never fired; use per-token names from model.hook_names()")

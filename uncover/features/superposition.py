@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from uncover.core.results import Result
 from uncover.errors import UncoverError
 
 
 @dataclass
-class ToyConfig:
+class SuperpositionConfig:
     """A sweep of toy models trained together.
 
     feature_probability: [instances] or [instances, n_features], P(feature != 0) = 1 - sparsity.
@@ -59,11 +61,11 @@ class ToyConfig:
 
 
 @dataclass
-class ToyResult:
+class ToyResult(Result):
     """Trained weights of every instance. W: [instances, m, n]; b: [instances, n];
     loss: [instances] importance-weighted MSE on a fresh batch of 8 x batch_size after training."""
 
-    config: ToyConfig
+    config: SuperpositionConfig
     W: torch.Tensor
     b: torch.Tensor
     loss: torch.Tensor
@@ -83,7 +85,7 @@ def reconstruct(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, nonlinear: bo
     return torch.relu(out) if nonlinear else out
 
 
-def train_toy_models(cfg: ToyConfig) -> ToyResult:
+def train_toy_models(cfg: SuperpositionConfig) -> ToyResult:
     """Train all instances of ``cfg`` jointly with Adam (cosine-decayed lr); each has its own loss."""
     gen = torch.Generator().manual_seed(cfg.seed)
     inst, n, m = cfg.n_instances, cfg.n_features, cfg.n_hidden
@@ -163,7 +165,7 @@ def classify_phase(W: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 
 @dataclass
-class PhaseDiagram:
+class PhaseDiagram(Result):
     """Phase of the best seed at each (density, relative importance) cell.
 
     densities: [rows] P(feature != 0); importances: [cols] importance of feature 2 (feature 1 has 1);
@@ -184,8 +186,57 @@ def phase_diagram(
     p = densities.float()[:, None, None].expand(rows, cols, seeds).reshape(-1)
     rel = importances.float()[None, :, None].expand(rows, cols, seeds).reshape(-1)
     imp = torch.stack([torch.ones_like(rel), rel], dim=-1)
-    cfg = ToyConfig(2, 1, p, imp, steps=steps, lr=1e-2, seed=seed)
+    cfg = SuperpositionConfig(2, 1, p, imp, steps=steps, lr=1e-2, seed=seed)
     result = train_toy_models(cfg)
     best = best_instances(result, rows * cols)
     W = result.W[best].view(rows, cols, 1, 2)
     return PhaseDiagram(densities, importances, classify_phase(W), W)
+
+
+def toy_experiments(full: bool = False, seed: int = 0) -> dict[str, Any]:
+    """The toy-model experiments the report and ``uncover toy superposition`` show, as JSON-able data.
+
+    five_in_two: n=5 features in m=2 dimensions, dense vs sparse (W, dimensionality D); sweep: n=20, m=5
+    with importance 0.7^i over feature probabilities, ReLU and linear (WᵀW, norms ||W_i||, represented
+    count with ||W_i|| > 0.5, mean interference); phase: the n=2, m=1 phase diagram; dimensionality:
+    dimensions per feature and per-feature D (Elhage et al. 2022). ``full`` runs the paper-size versions.
+    """
+    steps = 6000 if full else 1500
+    out: dict[str, Any] = {}
+    # n=5, m=2: dense (importance 0.8^i) vs sparse (equal importance)
+    p = torch.tensor([1.0] * 3 + [0.03] * 3)
+    imp = torch.stack([0.8 ** torch.arange(5.0)] * 3 + [torch.ones(5)] * 3)
+    r = train_toy_models(SuperpositionConfig(5, 2, p, imp, steps=steps, lr=3e-2, seed=seed))
+    best = best_instances(r, 2)
+    out["five_in_two"] = {"W": r.W[best].tolist(), "D": feature_dimensionality(r.W[best]).tolist()}
+    # n=20, m=5, importance 0.7^i across sparsity, ReLU and linear
+    probs = [1.0, 0.3, 0.1, 0.03, 0.01] if not full else [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.01, 0.003]
+    pt = torch.tensor(probs).repeat_interleave(2)
+    sweep = {}
+    for nonlinear, lr in ((True, 1e-2), (False, 3e-2)):
+        r = train_toy_models(SuperpositionConfig(20, 5, pt, 0.7 ** torch.arange(20.0), nonlinear=nonlinear,
+                                                 steps=steps, batch_size=256, lr=lr, seed=seed))
+        W = r.W[best_instances(r, len(probs))]
+        norms = feature_norms(W)
+        sweep["relu" if nonlinear else "linear"] = {
+            "gram": gram(W).tolist(), "norms": norms.tolist(),
+            "represented": (norms > 0.5).sum(-1).tolist(),
+            "interference": [float(superposition_interference(w)[n > 0.5].mean()) if (n > 0.5).any() else 0.0
+                             for w, n in zip(W, norms)]}
+    out["sweep"] = {"probabilities": probs, **sweep}
+    # n=2, m=1 phase diagram
+    grid = 9 if full else 5
+    dens, rel = torch.logspace(0, -2, grid), torch.logspace(-1, 1, grid)
+    pd = phase_diagram(dens, rel, seeds=4 if full else 3, steps=steps, seed=seed)
+    out["phase"] = {"densities": dens.tolist(), "importances": rel.tolist(), "phase": pd.phase.tolist()}
+    # feature dimensionality
+    n, m = (200, 20) if full else (40, 4)
+    probs = torch.logspace(-0.2, -2.0 if full else -1.6, 10 if full else 6)
+    r = train_toy_models(SuperpositionConfig(n, m, probs.repeat_interleave(2), steps=10_000 if full else 2000,
+                                             batch_size=512, lr=1e-2, seed=seed))
+    W = r.W[best_instances(r, len(probs))]
+    D = feature_dimensionality(W)
+    out["dimensionality"] = {"n": n, "m": m, "probabilities": probs.tolist(),
+                             "dims_per_feature": dimensions_per_feature(W).tolist(),
+                             "D": [d[d > 0.05].tolist() for d in D]}
+    return out

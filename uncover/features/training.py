@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from uncover.core.results import Progress, no_progress, show_status
+from uncover.core.results import Progress, Result, no_progress, show_status
 from uncover.core.scoped import seeded
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE
@@ -51,7 +51,7 @@ class SAETrainConfig:
 
 
 @dataclass
-class TrainHistory:
+class TrainHistory(Result):
     """Logged metrics, one entry per logged step (explained variance is per batch)."""
 
     step: list[int] = field(default_factory=list)

@@ -13,16 +13,15 @@ the same for every method and ``mean_diff`` is exactly ``mean(pos - neg)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from uncover.core.results import Result
 from uncover.data.contrast import ContrastPair
 from uncover.errors import UncoverError
 from uncover.representations.activations import collect_activations
 from uncover.representations.probes import LogisticProbe
-from uncover.representations.storage import load_folder, save_folder
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -31,7 +30,7 @@ METHODS = ("mean_diff", "pca", "logistic")
 
 
 @dataclass
-class Direction:
+class Direction(Result):
     """vectors [len(layers), d_model]: the direction at each of ``layers`` (residual stream units)."""
 
     vectors: torch.Tensor
@@ -80,15 +79,6 @@ class Direction:
     def __neg__(self) -> "Direction":
         return self * -1.0
 
-    def save(self, path: str | Path) -> Path:
-        """Folder with tensors.safetensors (vectors) and meta.json (layers, method, concept)."""
-        return save_folder(path, {"vectors": self.vectors},
-                           {"layers": self.layers, "method": self.method, "concept": self.concept, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Direction":
-        tensors, meta = load_folder(path)
-        return cls(tensors["vectors"], meta["layers"], meta["method"], meta["concept"], meta.get("meta", {}))
 
 
 def _unit_direction(pos: torch.Tensor, neg: torch.Tensor, method: str, seed: int) -> torch.Tensor:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from uncover.core.interventions import add_vector
 from uncover.core.results import Progress, no_progress
+from uncover.core.results import Result
 from uncover.data.facts import Fact
 from uncover.errors import UncoverError
 from uncover.representations.activations import collect_activations
 from uncover.representations.probes import LogisticProbe, split_indices
-from uncover.representations.storage import load_folder, save_folder
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -34,12 +33,12 @@ ITI_RELATIONS = ("city_country", "capital", "continent", "language", "currency",
 
 
 @dataclass
-class ITI:
+class ITI(Result):
     """Per-head probe accuracies [n_layers, n_heads], the chosen heads, and their shift vectors
     ``sigma * direction`` [K, d_head] (multiply by alpha when steering)."""
 
     accuracy: torch.Tensor
-    heads: list[tuple[int, int]]
+    heads: list[tuple[int, int]]  # (layer, head)
     shifts: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -50,14 +49,6 @@ class ITI:
             v = by_layer.setdefault(l, torch.zeros(n_heads, s.shape[-1]))
             v[h] += s
         return [(f"blocks.{l}.attn.hook_z", add_vector(v, alpha)) for l, v in by_layer.items()]
-
-    def save(self, path: str | Path) -> Path:
-        return save_folder(path, {"accuracy": self.accuracy, "shifts": self.shifts}, {"heads": self.heads, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ITI":
-        t, m = load_folder(path)
-        return cls(t["accuracy"], [tuple(h) for h in m["heads"]], t["shifts"], m["meta"])
 
 
 def head_probe_accuracy(z: torch.Tensor, labels: Sequence[int], test_frac: float = 0.3, seed: int = 0,

@@ -24,9 +24,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from uncover.core.results import Progress, no_progress
+from uncover.core.results import Result
 from uncover.core.scoped import seeded
 from uncover.errors import UncoverError, closest
-from uncover.representations.storage import load_folder, save_folder
 
 ArrayLike = "torch.Tensor | np.ndarray | Sequence"
 
@@ -54,7 +54,7 @@ def _check_both_classes(y: torch.Tensor) -> None:
         raise UncoverError(f"all {len(y)} training labels are {int(y[0])}; a probe needs examples of both classes")
 
 
-class Probe:
+class Probe(Result):
     """Base class: subclasses implement ``fit`` and ``decision_function`` and list their state."""
 
     kind: ClassVar[str] = ""
@@ -90,10 +90,15 @@ class Probe:
         """(tensors, hyper-parameters) that rebuild the fitted probe."""
         raise NotImplementedError
 
-    def save(self, path: str | Path) -> Path:
-        """Write the probe to folder ``path`` (safetensors + JSON)."""
+    def to_fields(self) -> dict[str, Any]:
         tensors, params = self.state()
-        return save_folder(path, tensors, {"kind": self.kind, "params": params})
+        return {"params": params, "tensors": tensors}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> "Probe":
+        probe = cls(**fields["params"])
+        probe._set(fields["tensors"])
+        return probe
 
 
 class LinearProbe(Probe):
@@ -293,12 +298,8 @@ def make_probe(kind: str, **params: Any) -> Probe:
 
 
 def load_probe(path: str | Path) -> Probe:
-    """A probe saved with ``probe.save(path)``."""
-    tensors, meta = load_folder(path)
-    cls = {"logistic": LogisticProbe, "mass_mean": MassMeanProbe, "sparse": SparseProbe, "mlp": MLPProbe}[meta["kind"]]
-    probe = cls(**meta["params"])
-    probe._set(tensors)
-    return probe
+    """A probe saved with ``probe.save(path)`` (the uncover result folder format)."""
+    return Probe.load(path)
 
 
 # ---- control task ------------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def control_labels(keys: Sequence[str], seed: int = 0) -> torch.Tensor:
 
 
 @dataclass
-class Selectivity:
+class Selectivity(Result):
     """Held-out accuracy on the real task and on the control task; selectivity is their difference."""
 
     task_accuracy: float
@@ -341,7 +342,7 @@ def selectivity(kind: str, X_train: ArrayLike, y_train: ArrayLike, keys_train: S
 
 # ---- per-layer sweep ---------------------------------------------------------------------------------
 @dataclass
-class LayerSweep:
+class LayerSweep(Result):
     """Probe accuracy by layer. Accuracies are [len(layers)] in [0, 1]; ``transfer`` holds the held-out
     families' accuracies (same probes, other data)."""
 
@@ -356,16 +357,6 @@ class LayerSweep:
         """The layer with the highest held-out accuracy (first one on ties)."""
         return self.layers[int(torch.argmax(self.test_accuracy))]
 
-    def save(self, path: str | Path) -> Path:
-        tensors = {"train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy}
-        tensors.update({f"transfer.{k}": v for k, v in self.transfer.items()})
-        return save_folder(path, tensors, {"layers": self.layers, "probe": self.probe})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LayerSweep":
-        tensors, meta = load_folder(path)
-        transfer = {k[len("transfer."):]: v for k, v in tensors.items() if k.startswith("transfer.")}
-        return cls(meta["layers"], meta["probe"], tensors["train_accuracy"], tensors["test_accuracy"], transfer)
 
 
 def split_indices(labels: ArrayLike, test_frac: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -408,7 +399,7 @@ def layer_sweep(acts: torch.Tensor, labels: ArrayLike, probe: str = "logistic", 
 
 # ---- PCA view ----------------------------------------------------------------------------------------
 @dataclass
-class PCAView:
+class PCAView(Result):
     """2-D (or k-D) coordinates [n, k] of representations, with labels and explained variance ratios."""
 
     coords: torch.Tensor

@@ -15,7 +15,6 @@ only the prompt pass is edited.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -24,10 +23,10 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from uncover.core.hooks import HookPoint
 from uncover.core.results import Progress, no_progress
+from uncover.core.results import Result
 from uncover.core.scoped import frozen, seeded
 from uncover.data.icl import icl_task
 from uncover.errors import UncoverError
-from uncover.representations.storage import load_folder, save_folder
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -66,7 +65,7 @@ class RED(nn.Module):
         return self.scale * h + self.bias
 
 
-class Reft(nn.Module):
+class Reft(nn.Module, Result):
     """Interventions at ``layers`` on the residual stream, at prompt ``positions`` (default the last)."""
 
     def __init__(self, d_model: int, layers: Sequence[int], kind: str = "loreft", rank: int = 4,
@@ -104,16 +103,15 @@ class Reft(nn.Module):
         """Hooks for ``model.hooks`` / ``model.generate(fwd_hooks=...)``."""
         return [(f"blocks.{l}.hook_resid_post", self._hook(self.edits[str(l)])) for l in self.layers]
 
-    def save(self, path: str | Path) -> Path:
-        return save_folder(path, dict(self.state_dict()),
-                           {"d_model": self.d_model, "layers": self.layers, "kind": self.kind, "rank": self.rank,
-                            "positions": self.positions})
+    def to_fields(self) -> dict:
+        return {"d_model": self.d_model, "layers": self.layers, "kind": self.kind, "rank": self.rank,
+                "positions": self.positions, "state": dict(self.state_dict())}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Reft":
-        tensors, meta = load_folder(path)
-        reft = cls(meta["d_model"], meta["layers"], meta["kind"], meta["rank"], meta["positions"])
-        reft.load_state_dict(tensors)
+    def from_fields(cls, fields: dict) -> "Reft":
+        state = fields.pop("state")
+        reft = cls(**fields)
+        reft.load_state_dict(state)
         return reft
 
 
@@ -162,7 +160,7 @@ def reft_accuracy(model: "Model", prompts: Sequence[str], answers: Sequence[str]
 
 
 @dataclass
-class ReftResult:
+class ReftResult(Result):
     """Held-out accuracy before/after, the intervention's and rank-matched LoRA's parameter counts."""
 
     kind: str

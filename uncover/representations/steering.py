@@ -16,7 +16,6 @@ behaviour) and the perplexity on neutral corpus text (the cost).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
@@ -24,11 +23,11 @@ import torch
 from uncover.core.hooks import Fn, HookPoint
 from uncover.core.interventions import add_vector
 from uncover.core.results import Progress, no_progress
+from uncover.core.results import Result
 from uncover.data.contrast import NEUTRAL_PROMPTS, Concept, concept, contrast_pairs
 from uncover.data.corpus import corpus_tokens
 from uncover.errors import UncoverError
 from uncover.representations.directions import Direction, concept_direction
-from uncover.representations.storage import load_folder, save_folder
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -64,7 +63,7 @@ def repe_direction(model: "Model", concept_name: str = "sentiment", layers: Sequ
 
 
 @dataclass
-class ActAddVector:
+class ActAddVector(Result):
     """ActAdd's steering vector: per-position differences [n_pos, d_model] at one layer."""
 
     delta: torch.Tensor
@@ -130,7 +129,7 @@ def perplexity(model: "Model", tokens: torch.Tensor, hooks: Hooks = ()) -> float
 
 
 @dataclass
-class SteeringResult:
+class SteeringResult(Result):
     """Behaviour and cost per coefficient.
 
     behaviour [k]: mean concept log-odds (nats) on neutral prompts; perplexity [k]: on neutral text;
@@ -156,15 +155,6 @@ class SteeringResult:
         b = self.behaviour[self.coefficients.argsort()]
         return bool((b[1:] >= b[:-1]).all())
 
-    def save(self, path: str | Path) -> Path:
-        return save_folder(path, {"coefficients": self.coefficients, "behaviour": self.behaviour,
-                                  "perplexity": self.perplexity},
-                           {"method": self.method, "concept": self.concept, "samples": self.samples, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SteeringResult":
-        t, m = load_folder(path)
-        return cls(m["method"], m["concept"], t["coefficients"], t["behaviour"], t["perplexity"], m["samples"], m["meta"])
 
 
 def measure_steering(model: "Model", hooks_for: Callable[[float], Hooks], c: Concept,

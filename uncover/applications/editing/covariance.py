@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from uncover.core.results import Progress, Result, no_progress
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -23,32 +25,13 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class KeyCovariance:
+class KeyCovariance(Result):
     """mom2: E[k k^T] over corpus tokens, [d_mlp, d_mlp] float64; n_tokens: how many keys it averages."""
 
     layer: int
     mom2: torch.Tensor
     n_tokens: int
     source: str
-
-    def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        meta = {"layer": str(self.layer), "n_tokens": str(self.n_tokens), "source": self.source}
-        save_file({"mom2": self.mom2.contiguous()}, str(path), metadata=meta)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KeyCovariance":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-            mom2 = f.get_tensor("mom2")
-        return cls(layer=int(meta["layer"]), mom2=mom2, n_tokens=int(meta["n_tokens"]), source=meta["source"])
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass early (nothing after the last needed layer runs)."""
 
 
 def cache_dir(model: "Model") -> Path:
@@ -66,7 +49,7 @@ def compute_key_covariance(
     batch_size: int = 8,
     seed: int = 0,
     source: str | None = None,
-    progress: Callable[..., Iterable] = lambda x, *a, **k: x,
+    progress: Progress = no_progress,
 ) -> dict[int, KeyCovariance]:
     """E[k k^T] of MLP keys at each layer over about ``n_tokens`` corpus tokens (no caching).
 
@@ -88,17 +71,12 @@ def compute_key_covariance(
     def grab(x: torch.Tensor, hook) -> None:
         k = x.reshape(-1, d_mlp).double().cpu()
         sums[hook.layer].add_(k.T @ k)
-        if hook.layer == layers[-1]:
-            raise _Stop
 
     hooks = [(f"blocks.{l}.mlp.hook_post", grab) for l in layers]
     with model.hooks(hooks):
         for start in progress(range(0, n_seqs, batch_size), "key covariance"):
             batch = tokens[start:start + batch_size].to(model.device)
-            try:
-                model(batch)
-            except _Stop:
-                pass
+            model(batch, stop_at_layer=layers[-1] + 1)  # no layer after the last requested one runs
             seen += batch.numel()
     label = "offline corpus" if source is None else str(source)
     return {l: KeyCovariance(l, sums[l] / seen, seen, label) for l in layers}
@@ -110,7 +88,7 @@ def key_covariance(
     n_tokens: int = 20_000,
     cache: bool = True,
     source: str | None = None,
-    progress: Callable[..., Iterable] = lambda x, *a, **k: x,
+    progress: Progress = no_progress,
     **kwargs,
 ) -> dict[int, KeyCovariance]:
     """Key second moments per layer, from the disk cache when one with >= ``n_tokens`` tokens exists.
@@ -135,18 +113,23 @@ def key_covariance(
         if cache:
             folder.mkdir(parents=True, exist_ok=True)
             for l, cov in fresh.items():
-                tmp = folder / f".tmp-{os.getpid()}-{tag}-L{l}.safetensors"
-                cov.save(tmp)
-                tmp.replace(folder / f"cov-{tag}-L{l}-n{cov.n_tokens}.safetensors")
+                final = folder / f"cov-{tag}-L{l}-n{cov.n_tokens}"
+                tmp = cov.save(folder / f".tmp-{os.getpid()}-{tag}-L{l}")
+                if final.exists():  # another process cached the same one meanwhile
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.replace(final)
         found.update(fresh)
     return {l: found[l] for l in layers}
 
 
 def _cached(folder: Path, tag: str, layer: int, n_tokens: int) -> Path | None:
-    """The cached file for ``layer`` with the fewest tokens that still has >= n_tokens."""
+    """The cached result folder for ``layer`` with the fewest tokens that still has >= n_tokens."""
     best: tuple[int, Path] | None = None
-    for path in folder.glob(f"cov-{tag}-L{layer}-n*.safetensors"):
-        n = int(path.stem.split("-n")[-1])
+    for path in folder.glob(f"cov-{tag}-L{layer}-n*"):
+        if not path.is_dir() or not path.name.split("-n")[-1].isdigit():
+            continue  # not a result folder (e.g. a file from an older uncover)
+        n = int(path.name.split("-n")[-1])
         if n >= n_tokens and (best is None or n < best[0]):
             best = (n, path)
     return None if best is None else best[1]

@@ -18,11 +18,12 @@ import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from uncover.applications.editing.rome import EditRequest, WeightEdit
+from uncover.core.results import Progress, Result, no_progress
 from uncover.data.facts import Fact, known_facts, predict_next
 from uncover.errors import UncoverError
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class EditRecord:
+class EditRecord(Result):
     """One counterfactual: request (canonical prompt -> new target), the old attribute, and probes."""
 
     request: EditRequest
@@ -174,7 +175,7 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 
 @dataclass
-class EditEvaluation:
+class EditEvaluation(Result):
     """Scores before and after editing (summaries in percent) with per-record rows and timings."""
 
     method: str
@@ -191,7 +192,7 @@ class EditEvaluation:
 
 def evaluate_rome(model: "Model", records: Sequence[EditRecord], cfg=None, generate: bool = True,
                   covariance: torch.Tensor | None = None,
-                  progress: Callable[..., Iterable] = lambda x, *a, **k: x) -> EditEvaluation:
+                  progress: Progress = no_progress) -> EditEvaluation:
     """Edit each record alone with ROME, score it, restore; returns the before/after scores."""
     from uncover.applications.editing.rome import rome
 
@@ -212,7 +213,7 @@ def evaluate_rome(model: "Model", records: Sequence[EditRecord], cfg=None, gener
 
 def evaluate_memit(model: "Model", records: Sequence[EditRecord], cfg=None, generate: bool = True,
                    covariances: dict[int, torch.Tensor] | None = None,
-                   progress: Callable[..., Iterable] = lambda x, *a, **k: x) -> EditEvaluation:
+                   progress: Progress = no_progress) -> EditEvaluation:
     """Edit all records at once with MEMIT, score them, restore."""
     from uncover.applications.editing.memit import memit
 

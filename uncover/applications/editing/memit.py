@@ -12,7 +12,7 @@ with C = E[k k^T] of the layer's keys over a corpus (W_out orientation: [d_mlp, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -20,6 +20,7 @@ from uncover.applications.editing.rome import (
     EditRequest, RomeConfig, WeightEdit, _weight, context_prefixes, edit_layer_from_trace,
     last_subject_positions, mean_keys, optimise_deltas,
 )
+from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def memit(
     cfg: MemitConfig | None = None,
     apply: bool = True,
     covariances: dict[int, torch.Tensor] | None = None,
-    progress: Callable[..., Iterable] = lambda x, *a, **k: x,
+    progress: Progress = no_progress,
 ) -> WeightEdit:
     """Compute (and by default apply) a MEMIT edit of all ``requests``; ``restore`` undoes it.
 

@@ -18,15 +18,14 @@ exactly while keys unlike k* (in C's metric) barely move. Edits are plain tensor
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
 from uncover.applications.editing.tracing import subject_span
+from uncover.core.results import Progress, Result, no_progress
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ def _weight(model: "Model", layer: int) -> torch.Tensor:
 
 
 @dataclass
-class WeightEdit:
+class WeightEdit(Result):
     """Additive changes to MLP output matrices: deltas[layer] [d_mlp, d_model] (W_out orientation).
 
     ``apply`` keeps the original weights; ``restore`` copies them back (bitwise identical).
@@ -161,27 +160,10 @@ class WeightEdit:
         finally:
             self.restore(model)
 
-    def save(self, path: str | Path) -> None:
-        """``path``.safetensors (deltas) and ``path``.json (requests, method, info)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tensors = {f"layer{l}": d.contiguous() for l, d in self.deltas.items()}
-        tensors.update({f"tensor.{k}": v.contiguous() for k, v in self.tensors.items()})
-        save_file(tensors, str(path.with_suffix(".safetensors")))
-        meta = {"method": self.method, "requests": [asdict(r) for r in self.requests], "info": self.info}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "WeightEdit":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        stored = load_file(str(path.with_suffix(".safetensors")))
-        deltas = {int(k[5:]): v for k, v in stored.items() if k.startswith("layer")}
-        tensors = {k[7:]: v for k, v in stored.items() if k.startswith("tensor.")}
-        return cls(deltas, [EditRequest(**r) for r in meta["requests"]], meta["method"], meta["info"], tensors)
+    def to_fields(self) -> dict:
+        """Saved without the originals of an applied edit (they belong to the model it is applied to)."""
+        return {"deltas": self.deltas, "requests": self.requests, "method": self.method, "info": self.info,
+                "tensors": self.tensors}
 
 
 # ---- keys and values through hooks -------------------------------------------------------------
@@ -290,7 +272,7 @@ def optimise_deltas(
     base_norms: torch.Tensor,
     prefixes: Sequence[str],
     cfg: "RomeConfig",
-    progress: Callable[..., Iterable] = lambda x, *a, **k: x,
+    progress: Progress = no_progress,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Optimise one vector delta_i [d_model] per request, added at the subject's last token, so the
     model predicts the target after every prefixed prompt; KL keeps "{subject} is a" unchanged.
@@ -371,7 +353,7 @@ def rome(
     cfg: RomeConfig | None = None,
     apply: bool = True,
     covariance: torch.Tensor | None = None,
-    progress: Callable[..., Iterable] = lambda x, *a, **k: x,
+    progress: Progress = no_progress,
 ) -> WeightEdit:
     """Compute (and by default apply) a ROME edit; returns the WeightEdit (``restore`` undoes it).
 
