@@ -41,10 +41,11 @@ def _one_thread() -> Iterator[None]:
 
 
 def _grokking(ctx: ReportContext) -> dict[str, Any]:
+    from uncover.core.results import JSON_FILE
     from uncover.dynamics.grokking import GrokConfig, GrokResult, run_grokking
 
     saved = Path(ctx.work_dir) / "grok"
-    if (saved / "grok_summary.json").exists():
+    if (saved / JSON_FILE).exists():  # a GrokResult folder
         summary = GrokResult.load(saved).summary()
         summary["source"] = f"saved run in {saved}"
         return summary

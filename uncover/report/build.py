@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+from uncover.core.results import RichProgress
 from uncover.report import html as H
 from uncover.report.section import ReportContext, Section
 
@@ -40,13 +39,7 @@ def load_sections(only: list[str] | None = None) -> list[Section]:
     sections = []
     for spec in SECTIONS:
         module_name, attr = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # area not built yet in this checkout
-                continue
-            raise
-        section = getattr(module, attr)
+        section = getattr(importlib.import_module(module_name), attr)
         if only is None or section.key in only:
             sections.append(section)
     return sections
@@ -99,19 +92,9 @@ def build_report(
     sections = load_sections(only)
     parts: list[tuple[Section, str, float, bool]] = []
     failed: list[tuple[str, str, str]] = []
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as bar:
-
-        def progress(items, description="", total=None):
-            items = list(items) if total is None and not hasattr(items, "__len__") else items
-            task = bar.add_task(f"  {description}", total=total or len(items))
-            for item in items:
-                yield item
-                bar.advance(task)
-            bar.remove_task(task)
-
-        overall = bar.add_task("report", total=len(sections))
+    with RichProgress() as progress:  # one bar for the report, one per long step of a section
+        bar = progress.bars
+        overall = bar.add_task("report", total=len(sections), status="")
         for section in sections:
             bar.update(overall, description=f"report: {section.title}")
             ctx = ReportContext(full=full, seed=seed, work_dir=out / ".work" / section.key, progress=progress)

@@ -161,7 +161,7 @@ def edit_command(
         "request": {"subject": subject, "prompt": prompt, "target": target}, "old": old, "before": before,
         "after": after, "generations_before": gens_before, "generations_after": gens_after,
         "layers": sorted(edit.deltas), "neighbours": neighbours, "paraphrases": paraphrases}, indent=1))
-    console.print(f"edit saved to {out / 'edit.safetensors'}; scores to {out / 'scores.json'}")
+    console.print(f"edit saved to {out / 'edit'}/; scores to {out / 'scores.json'}")
     if changed:
         raise typer.Exit(1)
 
