@@ -11,6 +11,7 @@ Used by tests/core/test_coverage.py and scripts/coverage.py (which writes docs/c
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ def tiny_config(model_type: str):
     base = AutoConfig.for_model(model_type)
     d = base.to_dict()
     n_layers = next((d[k] for k in ("num_hidden_layers", "n_layer", "n_layers", "num_layers") if isinstance(d.get(k), int)), None)
-    kw = {k: v for k, v in SHRINK.items() if k in d and d[k] is not None}
+    kw = {k: v for k, v in SHRINK.items() if k in d and (d[k] is not None or k in ("head_dim", "num_key_value_heads"))}
     if "qk_rope_head_dim" in d:  # multi-head latent attention: rotary runs on the rope part only
         kw["head_dim"] = SHRINK["qk_rope_head_dim"]
         kw["num_key_value_heads"] = SHRINK["num_attention_heads"]  # keys are decompressed per head
@@ -256,7 +257,10 @@ def _all_attention(hf) -> bool:
     except UncoverError:
         return False
     return all(any(_ATTN.search(type(m).__name__) and not _NORM.search(type(m).__name__)
-                   and "linear" not in type(m).__name__.lower() for m in layer.children()) for layer in layers)
+                   and not _RECURRENT.search(type(m).__name__) for m in layer.children()) for layer in layers)
+
+
+_RECURRENT = re.compile(r"rwkv|mamba|linear|deltanet|lightning|retention|recurrent|ssm", re.I)
 
 
 def share_full(rows: list[Row]) -> tuple[int, int]:

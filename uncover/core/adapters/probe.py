@@ -46,6 +46,9 @@ class Call:
     input: torch.Tensor | None
     output: torch.Tensor | None
     count: int = 1
+    listed: bool = False  # the module returned a list (GPT-1's blocks), not a tensor or tuple
+    mutated: bool = False  # the block changed the returned tensor in place later (Falcon: mlp_output += ...)
+    ref: torch.Tensor | None = None
 
 
 @dataclass
@@ -77,6 +80,8 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
         if call.count == 1 and call.output is None:
             out = first_tensor(output)
             call.output = None if out is None else out.detach().clone()
+            call.ref = None if out is None else out.detach()
+            call.listed = isinstance(output, list)
 
     for m in dict.fromkeys(modules):
         handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
@@ -94,6 +99,9 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
         config._attn_implementation = old
         for h in handles:
             h.remove()
+    for call in rec.calls.values():
+        call.mutated = call.ref is not None and not torch.equal(call.ref, call.output)
+        call.ref = None
     for module, q, k, v in _CALLS:
         rec.attention.setdefault(module, (q, k, v))
     _CALLS.clear()

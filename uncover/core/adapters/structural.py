@@ -637,6 +637,7 @@ class StructuralAdapter(Adapter):
             router = self.plans[layer].router
             if router is not None:
                 sites[f"blocks.{l}.mlp.hook_router"] = HookSite(router, "out", write=_read_only)
+        _unlist(sites, rec)
         for name, site in sites.items():
             if name.startswith("blocks.") and site.kind in ("in", "out") and self._flat(site):
                 sites[name] = _token_site(site, self.found.layers[int(name.split(".")[1])])
@@ -701,6 +702,32 @@ def _fixed_kv_heads(cls: type) -> bool:
     except (OSError, TypeError):
         return True
     return re.search(r"self\.\w*(key_value_heads|kv_heads)\b", source) is not None
+
+
+def _unlist(sites: dict[str, HookSite], rec: Record) -> None:
+    """Wrap, in place, the output sites of modules that returned a list at the probe, and copy on read the
+    outputs the block later changes in place (so a cached activation keeps the value the hook saw)."""
+    for name, site in sites.items():
+        call = rec.calls.get(site.module)
+        if site.kind != "out" or site.attach_fn is not None or call is None:
+            continue
+        if call.listed:
+            sites[name] = site = _list_site(site)
+        if call.mutated:
+            sites[name] = HookSite(site.module, "out", lambda raw, r=site.read: r(raw).clone(), site.write,
+                                   compensate=site.compensate)
+
+
+def _list_site(site: HookSite) -> HookSite:
+    """``site`` on a module that returns a list [tensor, ...] (GPT-1's blocks): read and write its first item."""
+
+    def read(raw):
+        return site.read(raw[0] if isinstance(raw, list) else raw)
+
+    def write(raw, t):
+        return [site.write(raw[0], t)] + raw[1:] if isinstance(raw, list) else site.write(raw, t)
+
+    return HookSite(site.module, site.kind, read, write, compensate=site.compensate)
 
 
 def _token_site(site: HookSite, layer: nn.Module) -> HookSite:
@@ -830,6 +857,7 @@ class ResidualAdapter(Adapter):
             sites[f"blocks.{l}.hook_resid_post"] = HookSite(layer, "out")
         if self.found.final_norm is not None:
             sites["ln_final.hook_normalized"] = HookSite(self.found.final_norm, self.found.final_site)
+        _unlist(sites, self.found.record)
         return sites
 
     def explain(self, name: str) -> str:
