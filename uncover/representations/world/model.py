@@ -25,7 +25,7 @@ from torch import nn
 from uncover.core.results import Progress, no_progress
 from uncover.data.othello import Games, pad_token, random_games
 from uncover.dynamics.models import ToyConfig, ToyTransformer
-from uncover.dynamics.trainer import TrainConfig, Trainer, load_checkpoint
+from uncover.dynamics.trainer import TrainConfig, Trainer, load_checkpoint, resolve_device
 from uncover.errors import UncoverError
 
 F1_THRESHOLD = 0.01  # a move is "predicted" when the model gives it at least this probability
@@ -146,12 +146,20 @@ def position_targets(games: Games) -> tuple[torch.Tensor, torch.Tensor]:
     return legal, valid
 
 
+def training_tokens(cfg: OthelloConfig, device: torch.device | str = "cpu", chunk: int = 50_000) -> torch.Tensor:
+    """The training pool's tokens [n_games, T], generated on ``device`` (a GPU makes millions of games
+    quickly) in chunks of ``chunk`` games, each chunk seeded from ``cfg.seed``."""
+    parts = [random_games(min(chunk, cfg.n_games - start), cfg.size, seed=cfg.seed + i, device=device,
+                          record=False).tokens for i, start in enumerate(range(0, cfg.n_games, chunk))]
+    return torch.cat(parts)
+
+
 class OthelloTask:
     """Next-move prediction on a pool of random games; evaluation on held-out games (the trainer's Task)."""
 
     def __init__(self, cfg: OthelloConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
-        self.train_tokens = random_games(cfg.n_games, cfg.size, seed=cfg.seed, record=False).tokens
+        self.train_tokens = training_tokens(cfg, device)
         self.eval_games = random_games(cfg.n_eval_games, cfg.size, seed=cfg.seed + 1_000_003)
         self.eval_tokens = self.eval_games.tokens
         self.eval_legal, self.eval_valid = position_targets(self.eval_games)
@@ -217,7 +225,7 @@ def train_othello(cfg: OthelloConfig, out_dir: str | Path | None = None, progres
     ``othello_run.json`` (reload with :func:`load_run`)."""
     t0, c0 = time.perf_counter(), time.process_time()
     model = ToyTransformer(cfg.model_config(), seed=cfg.seed)
-    task = OthelloTask(cfg)
+    task = OthelloTask(cfg, resolve_device(cfg.device))
     trainer = Trainer(model, task, cfg.train_config(), out_dir=out_dir, progress=progress)
     # the dynamics trainer warms up then holds the rate; this run decays it (the schedule is saved on resume)
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, cfg.lr_factor)
