@@ -264,3 +264,41 @@ def test_stop_at_layer_bad_values(tiny_model):
     with pytest.raises(uc.UncoverError, match="must be after start_at_layer"):
         model(tokens, start_at_layer=1, resid_pre=cache["blocks.1.hook_resid_pre"], stop_at_layer=1)
     assert torch.equal(model(tokens), model.hf(input_ids=tokens).logits)
+
+
+def test_two_wrappers_of_one_hf_model_both_hook_patterns(tiny_model):
+    """Pattern hooks live with the hooks() block, not on the HF modules: a second wrapper, even one made
+    while the first has hooks active, leaves the first working."""
+    first = tiny_model("llama")
+    tokens = torch.randint(0, 1000, (1, 6), generator=torch.Generator().manual_seed(2))
+    name = "blocks.1.attn.hook_pattern"
+    uniform = lambda p, hook: torch.tril(torch.ones_like(p)) / torch.tril(torch.ones_like(p)).sum(-1, keepdim=True)
+    want = first.run_with_hooks(tokens, [(name, uniform)])
+    with first.hooks([(name, uniform)]):
+        second = uc.Model(first.hf)
+        assert torch.equal(first(tokens), want)
+    seen = []
+    with second.hooks([(name, lambda p, hook: seen.append(hook.name))]), first.hooks([(name, uniform)]):
+        both = first(tokens)
+    assert torch.equal(both, want) and seen == [name]
+    assert torch.equal(second.run_with_hooks(tokens, [(name, uniform)]), want)
+    assert not any(k.startswith("_uncover_pattern") for m in first.hf.modules() for k in vars(m))
+    assert torch.equal(first(tokens), first.hf(input_ids=tokens).logits)
+
+
+def test_loading_leaves_the_tokenizer_and_generate_leaves_the_global_rng(smollm, tiny_model):
+    import copy
+
+    tok = copy.deepcopy(smollm.tokenizer)
+    tok.pad_token = None
+    assert tok.pad_token_id is None
+    model = uc.load(tiny_model("llama").hf, tokenizer=tok)
+    assert tok.pad_token is None  # not overwritten
+    tokens, mask = model.to_tokens(["a b c d", "a"], return_mask=True)
+    assert tokens[1, 0].item() == tok.eos_token_id and mask[1, 0].item() == 0
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = smollm.generate("The capital of France is", max_new_tokens=3, do_sample=True, seed=7)
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
+    assert smollm.generate("The capital of France is", max_new_tokens=3, do_sample=True, seed=7) == a

@@ -16,6 +16,7 @@ is bitwise the plain one.
 from __future__ import annotations
 
 import sys
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -25,9 +26,26 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from uncover.core.hooks import _apply
+from uncover.core.hooks import Fn, HookPoint, _apply
 
 IMPLEMENTATION = "uncover"
+# attention module -> the pattern hook functions active on it (one entry per hooks() block of any Model
+# wrapper); kept here rather than as attributes of the caller's modules
+_PATTERN_HOOKS: "weakref.WeakKeyDictionary[nn.Module, list[tuple[list[Fn], HookPoint]]]" = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def pattern_hooks(module: nn.Module, fns: list[Fn], point: HookPoint) -> Iterator[None]:
+    """While active, ``fns`` see (and may replace) ``module``'s attention pattern [batch, head, query, key]."""
+    entry = (list(fns), point)
+    _PATTERN_HOOKS.setdefault(module, []).append(entry)
+    try:
+        yield
+    finally:
+        entries = _PATTERN_HOOKS.get(module, [])
+        entries[:] = [e for e in entries if e is not entry]
+        if not entries:
+            _PATTERN_HOOKS.pop(module, None)
 
 
 def _per_query_head(t: torch.Tensor, extra: torch.Tensor | None, n_heads: int) -> torch.Tensor:
@@ -47,14 +65,16 @@ def _uncover_attention(module: nn.Module, query, key, value, attention_mask, **k
         value = _per_query_head(value, v_extra, query.shape[1])
         module.num_key_value_groups = 1
     try:
-        fns = getattr(module, "_uncover_pattern_fns", None)
+        fns = _PATTERN_HOOKS.get(module)
         inner = getattr(module.config, "_uncover_inner", "eager")
         if not fns and inner != "eager":
             return ALL_ATTENTION_FUNCTIONS[inner](module, query, key, value, attention_mask, **kwargs)
         eager = sys.modules[type(module).__module__].eager_attention_forward
         out, weights = eager(module, query, key, value, attention_mask, **kwargs)
         if fns:
-            new = _apply(fns, weights, module._uncover_pattern_point)
+            new = weights
+            for entry_fns, point in fns:
+                new = _apply(entry_fns, new, point)
             if new is not weights:
                 n_rep = query.shape[1] // value.shape[1]  # grouped-query attention: share KV heads
                 v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value

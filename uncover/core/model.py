@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from uncover.core.adapters import adapter_for
-from uncover.core.attention import pattern_implementation
+from uncover.core.attention import pattern_hooks, pattern_implementation
 from uncover.core.cache import ActivationCache
 from uncover.core.hooks import Fn, HookPoint, attach
 from uncover.core.memory import tune_allocator
@@ -64,11 +64,9 @@ class Model:
         self.adapter = adapter_for(hf)
         self.cfg = self.adapter.config(hf)
         self._sites = self.adapter.sites(hf, self.cfg)
-        for name_, site in self._sites.items():
-            if site.kind == "pattern":
-                site.module._uncover_pattern_fns = []
-        if tokenizer is not None and tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        # padding id for ragged batches; the caller's tokenizer is left as it was
+        self._pad_id = None if tokenizer is None else (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -107,6 +105,7 @@ class Model:
             raise UncoverError(
                 f"unknown hook name '{name}' for {self.cfg.architecture}; closest valid names: "
                 f"{closest(name, self._sites)}. model.hook_names() lists them all."
+                + getattr(self.adapter, "explain", lambda n: "")(name)
             )
 
     # ---- tokens -----------------------------------------------------------------------------------
@@ -152,7 +151,7 @@ class Model:
             longest = self.cfg.n_ctx
         if padding_side not in ("left", "right"):
             raise UncoverError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-        tokens = torch.full((len(ids), longest), tok.pad_token_id, dtype=torch.long)
+        tokens = torch.full((len(ids), longest), 0 if self._pad_id is None else self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(ids), longest), dtype=torch.long)
         for row, i in enumerate(ids):
             sl = slice(longest - len(i), longest) if padding_side == "left" else slice(0, len(i))
@@ -297,7 +296,7 @@ class Model:
         for name, fn in fwd_hooks:
             self._check_name(name)
             grouped.setdefault(name, []).append(fn)
-        handles, pattern_fns = [], []
+        handles, patterns = [], False
         with ExitStack() as stack:
             try:
                 for name, fns in grouped.items():
@@ -305,20 +304,16 @@ class Model:
                     match = _LAYER.match(name)
                     point = HookPoint(name, int(match.group(1)) if match else None)
                     if site.kind == "pattern":
-                        site.module._uncover_pattern_fns.extend(fns)
-                        site.module._uncover_pattern_point = point
-                        pattern_fns.append((site.module, fns))
+                        stack.enter_context(pattern_hooks(site.module, fns, point))
+                        patterns = True
                     else:
                         handles += attach(site, point, fns, force_write)
-                if pattern_fns:
+                if patterns:
                     stack.enter_context(pattern_implementation(self.hf))
                 yield self
             finally:
                 for h in handles:
                     h.remove()
-                for module, fns in pattern_fns:
-                    for fn in fns:
-                        module._uncover_pattern_fns.remove(fn)
 
     def run_with_hooks(self, tokens, fwd_hooks: Iterable[tuple[str, Fn]] = (), attention_mask=None,
                        **forward_kwargs: Any) -> torch.Tensor:
@@ -414,17 +409,19 @@ class Model:
         So ``positions=`` in an intervention index the prompt at the first step only.
         """
         tokens, mask = self.to_tokens(prompt, return_mask=True)
-        if seed is not None:
-            torch.manual_seed(seed)
         kwargs: dict[str, Any] = {"do_sample": do_sample}
         if do_sample:
             kwargs.update(temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
-        with self.hooks(fwd_hooks):
+        # a seed draws from torch's generator inside a fork of the RNG state: the caller's state is restored
+        devices = [self.device] if self.device.type == "cuda" else []
+        with self.hooks(fwd_hooks), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
             out = self.hf.generate(
                 input_ids=tokens, attention_mask=mask, max_new_tokens=max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+                pad_token_id=self._pad_id, **kwargs,
             )
         texts = self.tokenizer.batch_decode(out[:, tokens.shape[1] :], skip_special_tokens=True)
         return texts[0] if isinstance(prompt, str) else texts
