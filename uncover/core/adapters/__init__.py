@@ -52,6 +52,7 @@ def adapter_for(hf: nn.Module) -> Adapter:
             f"{type(hf).__name__} is not a transformers causal LM (no config or input embeddings); load one "
             "with transformers' AutoModelForCausalLM, or use an uncover toy model"
         )
+    _refuse_non_causal(hf)
     try:
         return structural_adapter(hf)
     except UncoverError:
@@ -61,6 +62,21 @@ def adapter_for(hf: nn.Module) -> Adapter:
             f"architecture '{model_type}' ({type(hf).__name__}) could not be probed ({type(e).__name__}: {e}); "
             "no hook level is available, not even the residual stream. Use model.hf directly."
         ) from e
+
+
+def _refuse_non_causal(hf: nn.Module) -> None:
+    """Encoder-only and encoder-decoder models attend both ways: the causal-LM names do not describe them."""
+    from transformers.models.auto import modeling_auto as M
+
+    cls = type(hf).__name__
+    other = {v for mapping in (M.MODEL_FOR_MASKED_LM_MAPPING_NAMES, M.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+             for v in mapping.values() if isinstance(v, str)}
+    if getattr(hf.config, "is_encoder_decoder", False) or (cls in other and not cls.endswith(("ForCausalLM", "LMHeadModel"))):
+        raise UncoverError(
+            f"{cls} is not supported: uncover names the activations of decoder-only causal LMs (a hand-written "
+            f"adapter for {', '.join(supported_model_types())}, or structural detection for others). Load the "
+            "model with transformers' AutoModelForCausalLM."
+        )
 
 
 __all__ = ["Adapter", "ModelConfig", "adapter_for", "supported_model_types", "ADAPTERS", "StructuralAdapter",

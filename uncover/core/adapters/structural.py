@@ -19,7 +19,7 @@
 - ``hook_z``: the input of the attention's output projection;
 - ``mlp.hook_pre`` / ``mlp.hook_post``: the pre-activation (gate projection when gated) and the input of the
   down projection; mixture-of-experts MLPs have neither but ``mlp.hook_router`` (the router logits,
-  read-only, ``[batch * pos, n_experts]``) and ``hook_mlp_out`` is the block's MoE output.
+  read-only, ``[batch, pos, n_experts]``) and ``hook_mlp_out`` is the block's MoE output.
 
 Whatever cannot be found is left out and listed in ``adapter.missing``; blocks that cannot be decomposed
 at all (state-space and hybrid models) get the residual-stream level (``ResidualAdapter``).
