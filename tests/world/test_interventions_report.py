@@ -121,7 +121,7 @@ def _probes(gap: float, half: float, mine: float) -> dict:
 
 def test_probe_findings_change_with_the_data():
     strong = " ".join(R.probe_findings(_probes(0.2, 0.02, 0.95)))
-    assert "clearly more accurate than" in strong and "reads the board: 95.0% >= 90%" in strong
+    assert "clearly more accurate than" in strong and "reads the board (95.0%; mean per-square held-out accuracy ≥ 0.9)" in strong
     weak = " ".join(R.probe_findings(_probes(0.04, 0.02, 0.85)))
     assert "not clearly different from" in weak and "does not reach 90%" in weak
     wide = " ".join(R.probe_findings(_probes(0.08, 0.05, 0.93)))  # the interval reaches below 5 points
@@ -145,7 +145,7 @@ def test_training_findings_name_the_target():
     t = {"config": {"n_layers": 2, "d_model": 32, "n_heads": 2, "size": 6, "n_games": 10}, "wall_seconds": 5,
          "cpu_seconds": 4, "curves": [{"step": 0, "seconds": 0, "legal_acc": 0.3, "legal_f1": 0.2},
                                       {"step": 10, "seconds": 3, "legal_acc": 0.96, "legal_f1": 0.8}]}
-    assert "passed the 95% legal-move target at step 10" in " ".join(R.training_findings(t))
+    assert "reached the 95% legal-move target (top-1 legal-move rate ≥ 0.95); first at step 10" in " ".join(R.training_findings(t))
     t["curves"][-1]["legal_acc"] = 0.9
     assert "did not reach the 95%" in " ".join(R.training_findings(t))
 

@@ -13,8 +13,9 @@ CLASS_NAMES = ("empty", "mine", "theirs")
 CLASS_COLOURS = ("#e8e8e8", "#1f4e9c", "#f08c28")
 
 
-def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=60, b=50), legend=dict(orientation="h"))
+def _layout(fig: go.Figure, title: str, height: int = 380, top: int = 60) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=top, b=50),
+                      legend=dict(orientation="h", y=-0.22, yanchor="top"))
     return fig
 
 
@@ -49,16 +50,16 @@ def probe_accuracy(probes: dict[str, Any]) -> go.Figure:
         lows.append(min(ys))
         fig.add_trace(go.Scatter(x=layers, y=ys, name=f"{kind} {names[scheme]}", mode="lines+markers",
                                  line=dict(color=colour, dash=dash)))
-    for scheme, colour in (("mine", "#1f4e9c"), ("color", "#d62728")):
+    for scheme, colour, where in (("mine", "#1f4e9c", "top left"), ("color", "#d62728", "bottom right")):
         if scheme in probes["baseline"]:
             base = probes["baseline"][scheme]
             lows.append(base)
-            fig.add_hline(y=base, line_dash="dash", line_color=colour, opacity=0.4,
-                          annotation_text=f"commonest class ({names[scheme]})", annotation_position="bottom right")
+            fig.add_hline(y=base, line_dash="dash", line_color=colour, opacity=0.5,
+                          annotation_text=f"commonest class ({names[scheme]})", annotation_position=where)
     low = max(0.0, math.floor(min(lows) * 10) / 10 - 0.05)
     fig.update_yaxes(title="held-out accuracy (mean over squares)", range=[low, 1.01])
     fig.update_xaxes(title="layer (residual after block)", tickmode="array", tickvals=layers)
-    return _layout(fig, "Board-state probes by layer")
+    return _layout(fig, "Board-state probes by layer", height=420)
 
 
 def board(picture: dict[str, Any]) -> go.Figure:
@@ -82,9 +83,9 @@ def board(picture: dict[str, Any]) -> go.Figure:
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
     fig.update_yaxes(autorange="reversed", scaleanchor="x2", constrain="domain", row=1, col=2)
     last = picture["moves"][-1]
-    title = (f"After {len(picture['moves'])} moves (last {last}), {picture['to_move']} to move: "
-             "blue = mine, orange = theirs; right: probability of the real class")
-    return _layout(fig, title, height=420)
+    title = (f"After {len(picture['moves'])} moves (last {last}), {picture['to_move']} to move<br>"
+             "<sup>blue = mine, orange = theirs; right: the probe's probability of the real class, x = misread</sup>")
+    return _layout(fig, title, height=460, top=100)
 
 
 def interventions(results: dict[str, Any]) -> go.Figure:

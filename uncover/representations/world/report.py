@@ -3,8 +3,8 @@ schemes, a board read by the probe, and flip interventions.
 
 It uses a saved run when one is present (``uncover othello train`` saves to ``default_run_dir("cpu")``);
 otherwise the quick default trains a small 6x6 model for about a minute (``ctx.full`` trains the CPU
-configuration and saves it). Findings are chosen by the tests named next to them (``MARGIN``, ``READS``,
-``TARGET``) on the measured numbers.
+configuration and saves it). Findings are chosen by the thresholds named next to them (``CLEARLY``,
+``READS``, ``TARGET``, through ``uncover.report.claims``) on the measured numbers.
 """
 from __future__ import annotations
 
@@ -14,35 +14,33 @@ from typing import Any, Iterator
 import torch
 
 from uncover.report import html as H
+from uncover.report.claims import Claim, Threshold, at_least, direction
 from uncover.report.section import ReportContext
 
-MARGIN = 0.05  # "clearly higher": the 95% interval of the difference lies above this many points
-READS = 0.90  # the probe "reads the board": mean per-square held-out accuracy at least this
-TARGET = 0.95  # the CPU configuration's top-1 legal-move rate target
+CLEARLY = Threshold("clearly", 0.05, "end of the difference's 95% interval nearest 0")  # beyond ±5 points
+READS = Threshold("reads", 0.90, "mean per-square held-out accuracy")  # the probe reads the board
+TARGET = Threshold("target", 0.95, "top-1 legal-move rate")  # the CPU configuration's target
 
 
-def _clearly_above(gap: float, half: float, margin: float = MARGIN) -> str:
-    """'above' when gap - half > margin, 'below' when gap + half < -margin, else 'unclear'."""
-    if gap - half > margin:
-        return "above"
-    if gap + half < -margin:
-        return "below"
-    return "unclear"
+def _clearly(gap: float, half: float, up: str, down: str, flat: str) -> Claim:
+    """``up`` / ``down`` when the whole 95% interval (gap ± half) lies beyond ±CLEARLY, else ``flat``."""
+    nearest = gap - half if gap > 0 else gap + half
+    if (gap > 0) != (nearest > 0):
+        nearest = 0.0
+    return direction(nearest, CLEARLY, up, down, flat)
 
 
 def training_findings(t: dict[str, Any]) -> list[str]:
     c, last = t["config"], t["curves"][-1]
-    reached = next((r for r in t["curves"] if r["legal_acc"] >= TARGET), None)
+    reached = next((r for r in t["curves"] if r["legal_acc"] >= TARGET.value), None)
     shape = f"{c['n_layers']} layers, d_model {c['d_model']}, {c['n_heads']} heads"
     out = [f"Othello-GPT ({shape}) on {c['size']}x{c['size']} games of random legal moves ({c['n_games']} training "
            f"games): after {last['step']} steps the top-1 prediction is legal at {last['legal_acc']:.1%} of held-out "
            f"positions (legal-set F1 {last['legal_f1']:.2f}); {t['wall_seconds']:.0f} s wall clock, "
            f"{t['cpu_seconds']:.0f} s of CPU time."]
-    if reached is not None:
-        out.append(f"It passed the {TARGET:.0%} legal-move target at step {reached['step']} "
-                   f"({reached['seconds']:.0f} s of training).")
-    else:
-        out.append(f"It did not reach the {TARGET:.0%} legal-move target within this run.")
+    claim = at_least(last["legal_acc"], TARGET, "reached", "did not reach")
+    out.append(f"It {claim.word} the {TARGET.value:.0%} legal-move target ({claim.test})"
+               + (f"; first at step {reached['step']} ({reached['seconds']:.0f} s of training)." if reached else "."))
     return out
 
 
@@ -51,16 +49,14 @@ def probe_findings(p: dict[str, Any]) -> list[str]:
     i = p["layers"].index(best)
     acc = p["accuracy"]
     mine, color = acc["mine/linear"]["by_layer"][i], acc["color/linear"]["by_layer"][i]
-    verdict = _clearly_above(p["gap"], p["gap_half_width"])
-    compare = {"above": "clearly more accurate than", "below": "clearly less accurate than",
-               "unclear": "not clearly different from"}[verdict]
+    compare = _clearly(p["gap"], p["gap_half_width"], "clearly more accurate than", "clearly less accurate than",
+                       "not clearly different from")
+    reads = at_least(mine, READS, "reads the board", f"does not reach {READS.value:.0%} per-square accuracy")
     out = [f"At layer {best}, the best for the linear empty/mine/theirs probe, it reads {mine:.1%} of squares right "
-           f"on held-out games; the linear empty/black/white probe reads {color:.1%}: mine/theirs is {compare} "
+           f"on held-out games; the linear empty/black/white probe reads {color:.1%}: mine/theirs is {compare.word} "
            f"black/white (difference {p['gap']:+.1%} ± {p['gap_half_width']:.1%}, 95% interval over "
-           f"{p['gap_games']} games; 'clearly' means the interval lies beyond {MARGIN:.0%}).",
-           (f"The linear mine/theirs probe reads the board: {mine:.1%} >= {READS:.0%} per-square accuracy."
-            if mine >= READS else
-            f"The linear mine/theirs probe does not reach {READS:.0%} per-square accuracy ({mine:.1%}).")]
+           f"{p['gap_games']} games; {compare.test}).",
+           f"The linear mine/theirs probe {reads.word} ({mine:.1%}; {reads.test})."]
     if "mine/mlp" in acc and "color/mlp" in acc:
         mm, cm = max(acc["mine/mlp"]["by_layer"]), max(acc["color/mlp"]["by_layer"])
         out.append(f"Nonlinear (MLP) probes at their best layers: mine/theirs {mm:.1%}, black/white {cm:.1%} "
@@ -73,14 +69,14 @@ def intervention_findings(results: dict[str, Any]) -> list[str]:
              "gradient": "Gradient steps until the probe reads the flipped board (Li)"}
     out = []
     for method, r in results.items():
-        verdict = _clearly_above(r["gap"], r["gap_half_width"])
-        claim = {"above": "clearly more often legal for the edited board than for the original",
-                 "below": "clearly less often legal for the edited board than for the original",
-                 "unclear": "not clearly more often legal for the edited board than for the original"}[verdict]
+        claim = _clearly(r["gap"], r["gap_half_width"],
+                         "clearly more often legal for the edited board than for the original",
+                         "clearly less often legal for the edited board than for the original",
+                         "not clearly more often legal for the edited board than for the original")
         out.append(f"{names.get(method, method)} at layers {r['layers'][0]}-{r['layers'][-1]} over {r['n']} "
-                   f"positions: top-1 predictions are {claim} ({r['share_edited']:.1%} vs {r['share_original']:.1%}; "
-                   f"difference {r['gap']:+.1%} ± {r['gap_half_width']:.1%}, 'clearly' = 95% interval beyond "
-                   f"{MARGIN:.0%}). Without the edit: {r['base_share_edited']:.1%} vs {r['base_share_original']:.1%}.")
+                   f"positions: top-1 predictions are {claim.word} ({r['share_edited']:.1%} vs {r['share_original']:.1%}; "
+                   f"difference {r['gap']:+.1%} ± {r['gap_half_width']:.1%}; {claim.test}). "
+                   f"Without the edit: {r['base_share_edited']:.1%} vs {r['base_share_original']:.1%}.")
     return out
 
 
@@ -128,7 +124,7 @@ class WorldSection:
             "Does a sequence model trained only to predict legal Othello moves build a model of the board? "
             f"(survey section 3.1; Li et al. 2022, Nanda et al. 2023). Source: {data['source']}.")]
         parts += ["<h3>Training</h3>", H.findings(training_findings(data["training"])),
-                  H.plotly_figure(plots.training_curve(data["training"], TARGET),
+                  H.plotly_figure(plots.training_curve(data["training"], TARGET.value),
                                   "Share of held-out positions where the top-1 move is legal, and the legal-set F1 "
                                   f"(moves given probability >= 1% against the legal moves).")]
         parts += ["<h3>Probing the board</h3>", H.findings(probe_findings(data["probes"])),
