@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from uncover.core.attention import route
-from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first
+from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first, onloaded
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -185,14 +185,17 @@ def result_site(
         def per_head(z: torch.Tensor) -> torch.Tensor:
             if z_from == "in":
                 z = z.view(*z.shape[:-1], z.shape[-1] // d_head, d_head)
-            return torch.einsum("bphe,hed->bphd", z, W_O().to(z.dtype))
+            with onloaded(out_module):  # weights a device map offloaded are read in place
+                return torch.einsum("bphe,hed->bphd", z, W_O().to(z.device, z.dtype))
 
         def replace(output: Any, result: torch.Tensor) -> Any:
             new = chain.run(result)
             if new is result and not chain.force_write:
                 return None
             total = new.sum(dim=2)
-            b = bias()
+            with onloaded(out_module):
+                b = bias()
+                b = None if b is None else b.to(total.device)
             return _replace_first(output, total if b is None else total + b)
 
         if z_from == "in" and z_module is out_module:

@@ -7,8 +7,9 @@ Everything above this file (cache, interventions, gradients) only sees standard 
 """
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -51,8 +52,40 @@ class HookPoint:
 Fn = Callable[[torch.Tensor, HookPoint], "torch.Tensor | None"]
 
 
+def module_device(module: nn.Module) -> torch.device | None:
+    """Where ``module`` computes: accelerate's execution device when it is dispatched (device maps), else
+    the device of its first materialised parameter; None for a module without parameters."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        d = getattr(h, "execution_device", None)
+        if d is not None:
+            return torch.device("cuda", d) if isinstance(d, int) else torch.device(d)
+    for p in module.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return None
+
+
+@contextmanager
+def onloaded(module: nn.Module) -> Iterator[nn.Module]:
+    """While active, the weights of ``module`` (and its children) that accelerate offloaded to CPU / disk
+    are loaded on its execution device, so code outside its forward can read them; a no-op otherwise.
+    Tensors computed from the weights inside stay valid afterwards."""
+    try:
+        from accelerate.utils import align_module_device, has_offloaded_params
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        yield module
+        return
+    with ExitStack() as stack:
+        for m in module.modules():
+            if has_offloaded_params(m):
+                stack.enter_context(align_module_device(m))
+        yield module
+
+
 def _apply(fns: list[Fn], t: torch.Tensor, point: HookPoint) -> torch.Tensor:
-    """Run hook functions in order; each may return a replacement of the same shape."""
+    """Run hook functions in order; each may return a replacement of the same shape, which is moved to
+    the activation's device (a patched value cached on another device of a split model)."""
     from uncover.errors import UncoverError
 
     for fn in fns:
@@ -64,7 +97,7 @@ def _apply(fns: list[Fn], t: torch.Tensor, point: HookPoint) -> torch.Tensor:
                     f"hook function on '{point.name}' returned {shape}, expected shape {tuple(t.shape)}; "
                     "return a tensor of the same shape, or None to leave the activation unchanged"
                 )
-            t = out
+            t = out if out.device == t.device else out.to(t.device)
     return t
 
 
@@ -108,11 +141,19 @@ def attach(site: HookSite, point: HookPoint, fns: list[Fn], force_write: bool = 
     else:
 
         def pre_hook(module, args, kwargs):
+            # the input may still sit on the previous module's device (accelerate moves it inside the
+            # forward): the hook sees it on this module's device
+            home = module_device(module)
+            if home is not None:
+                if args and args[0].device != home:
+                    args = (args[0].to(home),) + tuple(args[1:])
+                elif not args and kwargs["hidden_states"].device != home:
+                    kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].to(home)}
             if args:
                 new = run(args[0])
-                return None if new is None else ((new,) + tuple(args[1:]), kwargs)
+                return (args, kwargs) if new is None else ((new,) + tuple(args[1:]), kwargs)
             new = run(kwargs["hidden_states"])
-            return None if new is None else (args, {**kwargs, "hidden_states": new})
+            return (args, kwargs) if new is None else (args, {**kwargs, "hidden_states": new})
 
         handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
     return handles

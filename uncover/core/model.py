@@ -17,7 +17,7 @@ from torch import nn
 from uncover.core.adapters import adapter_for
 from uncover.core.attention import pattern_hooks, pattern_implementation
 from uncover.core.cache import ActivationCache
-from uncover.core.hooks import Fn, HookPoint, attach
+from uncover.core.hooks import Fn, HookPoint, attach, onloaded
 from uncover.core.memory import tune_allocator
 from uncover.core.names import check_layer
 from uncover.errors import UncoverError, closest
@@ -53,6 +53,14 @@ def _slots(root: nn.Module, modules: list[nn.Module]) -> list[tuple[nn.Module, s
     return out
 
 
+def main_device(device_map: dict[str, Any]) -> torch.device:
+    """The first device of ``device_map`` that is not "cpu" / "disk" (accelerate's main device), else CPU."""
+    for d in device_map.values():
+        if str(d) not in ("cpu", "disk", "meta"):
+            return torch.device("cuda", d) if isinstance(d, int) else torch.device(d)
+    return torch.device("cpu")
+
+
 class Model:
     """uncover's one door to a network. See DESIGN.md for the contract."""
 
@@ -74,6 +82,11 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """Where tokens go and caches gather: the model's device, or for a model split over devices with
+        a device map, the first accelerator in the map (CPU when it names only "cpu" / "disk")."""
+        placed = getattr(self.hf, "hf_device_map", None)
+        if placed:
+            return main_device(placed)
         return next(self.hf.parameters()).device
 
     # ---- names ------------------------------------------------------------------------------------
@@ -340,14 +353,14 @@ class Model:
         (with ``stop_at_layer`` the first output is that residual, and later names are not cached).
         """
         store: dict[str, torch.Tensor] = {}
+        device = self.device if device is None else device  # a split model's cache gathers on one device
 
         def save(t: torch.Tensor, hook: HookPoint) -> None:
             x = t.detach()
             if pos_slice is not None:
                 index = pos_slice if isinstance(pos_slice, slice) else torch.as_tensor(pos_slice, device=x.device)
                 x = x[:, :, index] if hook.name.endswith("hook_pattern") else x[:, index]
-            if device is not None:
-                x = x.to(device)
+            x = x.to(device)
             if x.untyped_storage().nbytes() > x.numel() * x.element_size():
                 x = x.clone()  # a slice of a bigger tensor: keep only what was asked for
             store[hook.name] = x
@@ -383,10 +396,11 @@ class Model:
         if metric.numel() != 1:
             raise UncoverError(f"metric_fn must return a scalar, got shape {tuple(metric.shape)}")
         grads = torch.autograd.grad(metric, [acts[n] for n in names], allow_unused=True)
-        grads = {n: torch.zeros_like(acts[n]) if g is None else g.detach() for n, g in zip(names, grads)}
+        home = self.device  # a split model's activations and gradients gather on one device
+        grads = {n: (torch.zeros_like(acts[n]) if g is None else g.detach()).to(home) for n, g in zip(names, grads)}
         return (
             metric.detach(),
-            ActivationCache({n: a.detach() for n, a in acts.items()}, self),
+            ActivationCache({n: a.detach().to(home) for n, a in acts.items()}, self),
             ActivationCache(grads, self),
         )
 
@@ -442,27 +456,33 @@ class Model:
 
     def W_Q(self, l: int) -> torch.Tensor:
         """[n_heads, d_model, d_head]."""
-        return self.adapter.W_Q(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_Q(layer, self.cfg)
 
     def W_K(self, l: int) -> torch.Tensor:
         """[n_kv_heads, d_model, d_head]; query head h uses KV head h // (n_heads // n_kv_heads)."""
-        return self.adapter.W_K(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_K(layer, self.cfg)
 
     def W_V(self, l: int) -> torch.Tensor:
         """[n_kv_heads, d_model, d_head]."""
-        return self.adapter.W_V(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_V(layer, self.cfg)
 
     def W_O(self, l: int) -> torch.Tensor:
         """[n_heads, d_head, d_model]."""
-        return self.adapter.W_O(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_O(layer, self.cfg)
 
     def W_in(self, l: int) -> torch.Tensor:
         """[d_model, d_mlp] (the gate projection for gated MLPs)."""
-        return self.adapter.W_in(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_in(layer, self.cfg)
 
     def W_out(self, l: int) -> torch.Tensor:
         """[d_mlp, d_model]: row i is neuron i's value vector."""
-        return self.adapter.W_out(self._layer(l), self.cfg)
+        with onloaded(layer := self._layer(l)):
+            return self.adapter.W_out(layer, self.cfg)
 
     def apply_final_norm(self, resid: torch.Tensor) -> torch.Tensor:
         """The model's own final norm on a residual [..., d_model]."""
