@@ -11,7 +11,8 @@ TopK training never materialises a dense gradient: the encoder forward is one de
 bfloat16, used only to *choose* the k latents), the chosen pre-activations are recomputed exactly in
 float32 as sampled products (``torch.sparse.sampled_addmm``), the decoder is a sparse [batch, d_sae]
 x dense product, and both weight gradients are sparse-transposed products that touch only the chosen
-rows.
+rows. These sparse kernels are CPU ones; on other devices (``_use_sparse``) the same functions run as
+dense products (one matmul, a gather, a scatter), which is what a GPU does fastest at SAE widths.
 """
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ class SAE(torch.nn.Module):
         loss = mse
         if dead is not None and dead.any() and self.cfg.auxk_coefficient > 0:
             loss = loss + self._auxk_loss(pre, target - recon.detach(), dead, (x, shift))
-        counts = torch.zeros(self.cfg.d_sae, dtype=torch.long).index_add_(
+        counts = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=indices.device).index_add_(
             0, indices.flatten(), (values > 0).flatten().long())
         return {"loss": loss, "mse": mse.detach(), "acts_count": counts, "l0": (values > 0).sum(-1).float().mean()}
 
@@ -248,14 +249,24 @@ def sparse_pre_acts(
     touches only the chosen encoder columns. ``x`` gets no gradient (it is data); ``shift`` may be None.
     """
     if shift is None:
-        shift = torch.zeros(x.shape[-1], dtype=x.dtype)
+        shift = torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device)
+    if not _use_sparse(x):
+        return torch.addmm(b_enc, x.detach() - shift, W_enc).gather(-1, indices)
     return _SparsePreActs.apply(x.detach(), shift, W_enc, b_enc, indices)
 
 
 def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Σ_j values[b, j] · W_dec[indices[b, j]]: [batch, d_out], i.e. the dense ``acts @ W_dec`` for acts
     with only the k listed non-zeros per row; the backward touches only those k decoder rows."""
+    if not _use_sparse(values):
+        acts = values.new_zeros(values.shape[0], W_dec.shape[0]).scatter(-1, indices, values)
+        return acts @ W_dec
     return _SparseDecode.apply(values, indices, W_dec)
+
+
+def _use_sparse(t: torch.Tensor) -> bool:
+    """The sparse kernels run on CPU tensors; elsewhere (CUDA, MPS) the dense equivalent is used."""
+    return t.device.type == "cpu"
 
 
 def _pattern(indices: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -299,7 +310,8 @@ class _SparsePreActs(torch.autograd.Function):
         grad_W = grad_shift = grad_b = None
         if ctx.needs_input_grad[2]:
             grad_W = _transposed_product(indices, grad.contiguous(), xin, d_sae).t()
-        per_latent = torch.zeros(d_sae, dtype=grad.dtype).index_add_(0, indices.flatten(), grad.flatten())
+        per_latent = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
+            0, indices.flatten(), grad.flatten())
         if ctx.needs_input_grad[3]:
             grad_b = per_latent
         if ctx.needs_input_grad[1]:

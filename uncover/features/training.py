@@ -101,7 +101,8 @@ class SAETrainer:
         self.sae, self.cfg = sae, cfg
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True)
         self.step = 0
-        self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+        # on the SAE's device: the dead mask indexes latents of activations on that device
+        self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
         self.history = TrainHistory()
         self.unit_decoder = sae.cfg.architecture in ("topk", "batchtopk", "jumprelu")
         if cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "trainer.json").exists():
@@ -124,10 +125,10 @@ class SAETrainer:
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
         meta = json.loads((path / "trainer.json").read_text())
-        blob = torch.load(path / "optimizer.pt", weights_only=True)
+        blob = torch.load(path / "optimizer.pt", weights_only=True, map_location=self.sae.W_dec.device)
         self.sae.load_state_dict(blob["state"])
         self.optimizer.load_state_dict(blob["optimizer"])
-        self.tokens_since_fired = blob["tokens_since_fired"]
+        self.tokens_since_fired = blob["tokens_since_fired"].to(self.sae.W_dec.device)
         self.step = meta["step"]
         self.history = TrainHistory(**meta["history"])
 
@@ -167,8 +168,8 @@ class SAETrainer:
         if self.unit_decoder:
             sae.set_decoder_norm_to_unit()
         fired = out["acts_count"] > 0
-        self.tokens_since_fired += len(x)
-        self.tokens_since_fired[fired] = 0
+        # torch.where, not a masked assignment: no host sync on a GPU
+        self.tokens_since_fired = torch.where(fired, 0, self.tokens_since_fired + len(x))
         self.step += 1
         tgt = x if target is None else target
         variance = (tgt - tgt.mean(0)).pow(2).sum(-1).mean()
