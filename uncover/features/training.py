@@ -154,6 +154,7 @@ class SAETrainer:
         sae, cfg = self.sae, self.cfg
         if self.step == 0:
             self._data_init(x, target)
+        x, target = self._local(x), None if target is None else self._local(target)
         factor = lr_factor(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * factor
@@ -162,20 +163,37 @@ class SAETrainer:
         out = sae.training_loss(x, target, dead=dead, sparsity_scale=scale)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
+        self._reduce_grads()
         if self.unit_decoder:
             sae.remove_parallel_decoder_grad()
         self.optimizer.step()
         if self.unit_decoder:
             sae.set_decoder_norm_to_unit()
-        fired = out["acts_count"] > 0
+        fired = self._reduce_sum(out["acts_count"]) > 0
         # torch.where, not a masked assignment: no host sync on a GPU
-        self.tokens_since_fired = torch.where(fired, 0, self.tokens_since_fired + len(x))
+        self.tokens_since_fired = torch.where(fired, 0, self.tokens_since_fired + len(x) * self._world())
         self.step += 1
         tgt = x if target is None else target
         variance = (tgt - tgt.mean(0)).pow(2).sum(-1).mean()
-        return {"loss": float(out["loss"].detach()), "mse": float(out["mse"]),
-                "explained_variance": float(1 - out["mse"] / variance), "l0": float(out["l0"]),
+        loss, mse, l0, variance = (self._reduce_sum(torch.stack(
+            [out["loss"].detach(), out["mse"], out["l0"], variance])) / self._world()).tolist()
+        return {"loss": loss, "mse": mse, "explained_variance": 1 - mse / variance, "l0": l0,
                 "dead_fraction": float(dead.float().mean()), "lr": cfg.lr * factor}
+
+    # ----- data-parallel seams (identities here; uncover.features.distributed overrides them) --------
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a batch [batch, d] (all of them in one process)."""
+        return t
+
+    def _world(self) -> int:
+        return 1
+
+    def _reduce_grads(self) -> None:
+        """Average gradients over processes (nothing to do in one process)."""
+
+    def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over processes (``t`` itself in one process)."""
+        return t
 
     def fit(self, batches: Iterable[Batch], progress: Progress = no_progress) -> TrainHistory:
         """Train until cfg.total_tokens; ``batches`` yields x or (x, target) tensors of any row count.

@@ -1,0 +1,146 @@
+"""Data-parallel SAE training on 2 gloo ranks (torch.multiprocessing.spawn) against one process.
+
+The reference is ``train_sae`` in this process on the same global batches; the 2-rank run must give the
+same weights (max relative difference <= 1e-4 after several Adam steps), write the same checkpoint
+format, and, after one rank is killed mid-run, resume on restart from the last checkpoint to the same
+final weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from uncover.errors import UncoverError
+from uncover.features.sae import SAE, SAEConfig
+from uncover.features.training import SAETrainConfig, SAETrainer, train_sae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ARCHS = ("topk", "relu", "jumprelu")
+STEPS, BATCH = 6, 64
+
+
+def _sae_cfg(arch: str) -> SAEConfig:
+    return SAEConfig(d_in=16, d_sae=48, architecture=arch, k=4, l1_coefficient=0.5, l0_coefficient=0.1)
+
+
+def _train_cfg(checkpoint_dir: str | None = None) -> SAETrainConfig:
+    return SAETrainConfig(total_tokens=STEPS * BATCH, batch_size=BATCH, lr=3e-3, warmup_steps=2,
+                          dead_after_tokens=10 ** 9, log_every=1, checkpoint_dir=checkpoint_dir,
+                          checkpoint_every=2)
+
+
+def _data() -> list[torch.Tensor]:
+    """Global batches of activations with some structure: [BATCH + 7, 16] chunks (rebatched in fit)."""
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(24, 16, generator=g)
+    codes = torch.relu(torch.randn(STEPS * BATCH, 24, generator=g) - 1.0)
+    x = codes @ basis + 0.05 * torch.randn(STEPS * BATCH, 16, generator=g)
+    return list(x.split(BATCH + 7))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str, archs: tuple, crash_at: int | None) -> None:
+    """One rank: train each architecture with DDP; rank 0 saves the weights to out/<arch>.pt."""
+    from uncover.features.distributed import init_from_env, train_sae_ddp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    init_from_env("gloo", timeout_s=60)
+    for arch in archs:
+        batches = _data()
+        if crash_at is not None and rank == 1:
+            def dying(batches=batches):
+                for i, b in enumerate(batches):
+                    if i == crash_at:
+                        os._exit(3)                       # killed mid-run, after a checkpoint
+                    yield b
+            batches = dying()
+        ckpt = os.path.join(out, f"ckpt-{arch}") if crash_at is not None or arch == "topk" else None
+        sae = SAE(_sae_cfg(arch), seed=0)
+        history = train_sae_ddp(sae, batches, _train_cfg(ckpt))
+        if rank == 0:
+            torch.save({"state": sae.state_dict(), "mse": history.mse}, os.path.join(out, f"{arch}.pt"))
+    dist.destroy_process_group()
+
+
+def _spawn(out, archs, crash_at=None) -> None:
+    mp.spawn(_worker, args=(2, _port(), str(out), archs, crash_at), nprocs=2, join=True)
+
+
+def _reference(arch: str) -> tuple[SAE, list[float]]:
+    sae = SAE(_sae_cfg(arch), seed=0)
+    history = train_sae(sae, _data(), _train_cfg())
+    return sae, history.mse
+
+
+def _max_rel_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in b)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    _spawn(out, ARCHS)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ddp_matches_single_process(ddp_run, arch):
+    got = torch.load(ddp_run / f"{arch}.pt", weights_only=True)
+    ref, ref_mse = _reference(arch)
+    start = {k: v for k, v in SAE(_sae_cfg(arch), seed=0).state_dict().items() if k in ("W_enc", "W_dec")}
+    moved = _max_rel_diff(ref.state_dict(), start)
+    diff = _max_rel_diff(got["state"], ref.state_dict())
+    print(f"{arch}: max relative diff DDP vs single {diff:.2e} (training moved weights by {moved:.2e})")
+    assert moved > 1e-2                       # the steps did change the SAE
+    assert diff <= 1e-4
+    assert len(got["mse"]) == STEPS
+    assert torch.allclose(torch.tensor(got["mse"]), torch.tensor(ref_mse), rtol=1e-4)
+
+
+def test_ddp_checkpoint_has_the_single_process_format(ddp_run, tmp_path):
+    ckpt = ddp_run / "ckpt-topk"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.pt", "sae", "trainer.json"]
+    assert json.loads((ckpt / "trainer.json").read_text())["step"] == STEPS
+    loaded = SAE.load(ckpt / "sae")                      # the SAELens layout, as one process writes it
+    got = torch.load(ddp_run / "topk.pt", weights_only=True)["state"]
+    assert all(torch.equal(loaded.state_dict()[k], got[k]) for k in ("W_enc", "W_dec", "b_enc", "b_dec"))
+    resumed = SAETrainer(SAE(_sae_cfg("topk"), seed=1), _train_cfg(str(ckpt)))   # one process resumes it
+    assert resumed.step == STEPS and torch.equal(resumed.sae.W_enc, got["W_enc"])
+
+
+def test_killed_rank_resumes_from_last_checkpoint(tmp_path):
+    with pytest.raises(mp.ProcessExitedException):
+        _spawn(tmp_path, ("topk",), crash_at=5)       # rank 1 dies fetching batch 5 (checkpoint at step 4)
+    meta = json.loads((tmp_path / "ckpt-topk" / "trainer.json").read_text())
+    assert meta["step"] == 4
+    _spawn(tmp_path, ("topk",))                       # relaunch: both ranks resume from step 4
+    got = torch.load(tmp_path / "topk.pt", weights_only=True)
+    ref, ref_mse = _reference("topk")
+    assert _max_rel_diff(got["state"], ref.state_dict()) <= 1e-4
+    assert len(got["mse"]) == STEPS                   # history kept from the checkpoint: no step lost or doubled
+    assert torch.allclose(torch.tensor(got["mse"]), torch.tensor(ref_mse), rtol=1e-4)
+
+
+def test_needs_a_process_group():
+    from uncover.features.distributed import DDPSAETrainer, init_from_env
+
+    with pytest.raises(UncoverError, match="process group"):
+        DDPSAETrainer(SAE(_sae_cfg("topk")), _train_cfg())
+    env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE") if k in os.environ}
+    try:
+        with pytest.raises(UncoverError, match="torchrun"):
+            init_from_env()
+    finally:
+        os.environ.update(env)

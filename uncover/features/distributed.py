@@ -1,0 +1,158 @@
+"""SAE training and activation harvest over several processes with torch.distributed (``torchrun``).
+
+Data-parallel SAE training (``DDPSAETrainer``): every rank holds the same SAE; each takes its
+``batch_size / world_size`` rows of every global batch, gradients are averaged with one ``all_reduce``
+of a flat buffer, firing counts are summed, so every rank takes the same Adam step and the run equals a
+one-process run on the same global batches (up to float summation order). Only ``all_reduce``,
+``broadcast`` and ``barrier`` are used: gloo (CPU) has no ``reduce_scatter``. Rank 0 writes the
+checkpoint, in ``SAETrainer``'s format, and every rank resumes from it; after a rank is killed,
+``torchrun`` (or a re-launch) restarts all ranks from the last checkpoint.
+
+Where one global batch and its shards differ: BatchTopK keeps the ``k x rows`` largest activations of
+each rank's rows (not of the global batch), and AuxK normalises by each rank's residual variance; the
+logged explained variance averages the ranks' variances. TopK without dead latents, ReLU and JumpReLU
+steps are the one-process steps.
+
+Launch (see the README, "Scaling out")::
+
+    torchrun --nproc_per_node 2 -m uncover.features.distributed train --activations acts/ \\
+        --hook blocks.3.hook_resid_post --d-sae 4096 --k 32 --total-tokens 10_000_000 --out sae/
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from uncover.errors import UncoverError
+from uncover.features.sae import SAE, SAEConfig
+from uncover.features.training import SAETrainConfig, SAETrainer
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 600) -> tuple[int, int]:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) unless
+    already joined; backend defaults to NCCL with CUDA, gloo otherwise. Returns (rank, world_size)."""
+    if not dist.is_initialized():
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise UncoverError("not launched by torchrun (RANK / WORLD_SIZE unset): run "
+                               "`torchrun --nproc_per_node N -m uncover.features.distributed ...`")
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+class DDPSAETrainer(SAETrainer):
+    """``SAETrainer`` on every rank of an initialised process group; ``fit`` takes the *global* batch
+    stream (the same on every rank) and each rank trains on its slice of every batch.
+
+    cfg.batch_size is the global batch; it must divide by the world size.
+    """
+
+    def __init__(self, sae: SAE, cfg: SAETrainConfig, group: dist.ProcessGroup | None = None):
+        if not dist.is_initialized():
+            raise UncoverError("DDPSAETrainer needs a process group: call init_from_env() under torchrun")
+        self.group = group
+        self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
+        if cfg.batch_size % self.world:
+            raise UncoverError(f"batch_size {cfg.batch_size} does not divide by the world size {self.world}; "
+                               f"use a multiple of {self.world}")
+        super().__init__(sae, cfg)
+        with torch.no_grad():  # every rank starts from rank 0's weights (and resumed state)
+            for t in [*sae.parameters(), *sae.buffers(), self.tokens_since_fired]:
+                dist.broadcast(t, 0, group=group)
+
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        n = len(t) // self.world
+        return t[self.rank * n:(self.rank + 1) * n]
+
+    def _world(self) -> int:
+        return self.world
+
+    def _reduce_grads(self) -> None:
+        grads = [p.grad for p in self.sae.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])  # one collective per step
+        dist.all_reduce(flat, group=self.group)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t, group=self.group)
+        return t
+
+    def save_checkpoint(self, path) -> None:
+        """Rank 0 writes (SAETrainer's format); the others wait until it is complete."""
+        if self.rank == 0:
+            super().save_checkpoint(path)
+        dist.barrier(group=self.group)
+
+
+def train_sae_ddp(sae: SAE, batches, cfg: SAETrainConfig, group: dist.ProcessGroup | None = None):
+    """``train_sae`` on every rank: same global ``batches`` everywhere; returns the TrainHistory."""
+    from uncover.core.scoped import seeded
+
+    with seeded(cfg.seed):
+        return DDPSAETrainer(sae, cfg, group).fit(batches)
+
+
+# ----- command line (torchrun -m uncover.features.distributed ...) ------------------------------------
+
+def _train(args: argparse.Namespace) -> None:
+    from uncover.features.store import DiskActivations
+
+    rank, world = init_from_env(args.backend)
+    store = DiskActivations(args.activations)
+    if args.hook not in store.names:
+        raise UncoverError(f"{args.hook} is not in {args.activations}; it has {store.names}")
+    device = torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+    d_in = store.shard(0, args.hook).shape[-1]
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
+                        hook_name=args.hook, model_name=store.manifest.get("model", "")), seed=args.seed).to(device)
+    cfg = SAETrainConfig(total_tokens=args.total_tokens, batch_size=args.batch_size, lr=args.lr,
+                         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    batches = (b[args.hook].to(device) for b in store.batches(args.batch_size, [args.hook], seed=args.seed,
+                                                              epochs=args.epochs))
+    history = train_sae_ddp(sae, batches, cfg)
+    if rank == 0:
+        sae.save(os.path.join(args.out, "sae"))
+        last = history.explained_variance[-1] if history.explained_variance else float("nan")
+        print(f"trained on {world} ranks: {history.step[-1] if history.step else 0} steps, EV {last:.3f}; "
+              f"saved {args.out}/sae")
+    dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="torchrun -m uncover.features.distributed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="data-parallel SAE training on a harvest_to_disk folder")
+    t.add_argument("--activations", required=True)
+    t.add_argument("--hook", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--d-sae", type=int, default=4096)
+    t.add_argument("--architecture", default="topk")
+    t.add_argument("--k", type=int, default=32)
+    t.add_argument("--total-tokens", type=int, default=1_000_000)
+    t.add_argument("--batch-size", type=int, default=4096, help="global batch (all ranks together)")
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--backend", default=None, help="nccl (GPUs) or gloo (CPU); default by hardware")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        _train(args)
+
+
+if __name__ == "__main__":
+    main()
