@@ -144,3 +144,81 @@ def test_needs_a_process_group():
             init_from_env()
     finally:
         os.environ.update(env)
+
+
+# ----- distributed harvest ----------------------------------------------------------------------------
+
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"]
+
+
+def _tokens(n_seqs: int = 10) -> torch.Tensor:
+    return torch.randint(0, 1000, (n_seqs, 6), generator=torch.Generator().manual_seed(7))
+
+
+def _harvest_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank: harvest 10 sequences (5 shards of 2) into out/dist; try 1 shard on 2 ranks."""
+    import uncover as uc
+    from tests.conftest import tiny_hf
+    from uncover.features.distributed import harvest_distributed, init_from_env
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    init_from_env("gloo", timeout_s=60)
+    model = uc.load(tiny_hf("llama", seed=5))
+    harvest_distributed(model, HOOKS, _tokens(), os.path.join(out, "dist"), seqs_per_shard=2, skip_positions=1)
+    try:
+        harvest_distributed(model, HOOKS, _tokens(2), os.path.join(out, "too-many"), seqs_per_shard=2)
+    except UncoverError as e:
+        with open(os.path.join(out, f"error{rank}.txt"), "w") as f:
+            f.write(str(e))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def harvested(tmp_path_factory):
+    from tests.conftest import tiny_hf
+    import uncover as uc
+    from uncover.features.store import harvest_to_disk
+
+    out = tmp_path_factory.mktemp("harvest")
+    mp.spawn(_harvest_worker, args=(2, _port(), str(out)), nprocs=2, join=True)
+    single = harvest_to_disk(uc.load(tiny_hf("llama", seed=5)), HOOKS, _tokens(), out / "single", seqs_per_shard=2,
+                             skip_positions=1)
+    return out, single
+
+
+def test_distributed_harvest_equals_single_process(harvested):
+    from uncover.features.store import DiskActivations
+
+    out, single = harvested
+    dist_store = DiskActivations(out / "dist")
+    assert dist_store.manifest == single.manifest          # same shards, order, checksums, header
+    for name in HOOKS:
+        assert torch.equal(dist_store.load(name), single.load(name))
+    assert dist_store.verify() == []
+    ranks = [json.loads((out / "dist" / f"manifest.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["first_seq"] for s in ranks[0]["shards"]] == [0, 4, 8]   # shard i on rank i % 2
+    assert [s["first_seq"] for s in ranks[1]["shards"]] == [2, 6]
+
+
+def test_distributed_harvest_resumes_a_killed_rank(harvested, tmp_path):
+    import shutil
+
+    from uncover.features.store import DiskActivations
+
+    out, single = harvested
+    work = tmp_path / "run"
+    shutil.copytree(out / "dist", work / "dist")
+    (work / "dist" / "shard_00000006.safetensors").unlink()   # rank 1 died before writing this shard
+    (work / "dist" / "manifest.json").unlink()
+    kept = (work / "dist" / "shard_00000000.safetensors").stat().st_mtime_ns
+    mp.spawn(_harvest_worker, args=(2, _port(), str(work)), nprocs=2, join=True)
+    again = DiskActivations(work / "dist")
+    assert again.manifest == single.manifest
+    assert (work / "dist" / "shard_00000000.safetensors").stat().st_mtime_ns == kept   # not recomputed
+
+
+def test_world_larger_than_shards_is_refused(harvested):
+    out, _ = harvested
+    for r in (0, 1):
+        assert "world size 2 is larger than the 1 shards" in (out / f"error{r}.txt").read_text()

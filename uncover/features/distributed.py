@@ -1,5 +1,11 @@
 """SAE training and activation harvest over several processes with torch.distributed (``torchrun``).
 
+Distributed harvest (``harvest_distributed``): shard i of the corpus (``seqs_per_shard`` sequences) is
+computed by rank ``i % world_size`` and written in ``harvest_to_disk``'s format (the same file names,
+checksums and a partial manifest per rank); rank 0 merges the partial manifests into the one
+``manifest.json`` a single process writes, shards in corpus order. Killed ranks resume: a re-run skips
+every shard their partial manifest lists with a matching checksum.
+
 Data-parallel SAE training (``DDPSAETrainer``): every rank holds the same SAE; each takes its
 ``batch_size / world_size`` rows of every global batch, gradients are averaged with one ``all_reduce``
 of a flat buffer, firing counts are summed, so every rank takes the same Adam step and the run equals a
@@ -106,6 +112,35 @@ def train_sae_ddp(sae: SAE, batches, cfg: SAETrainConfig, group: dist.ProcessGro
         return DDPSAETrainer(sae, cfg, group).fit(batches)
 
 
+def harvest_distributed(
+    model, names: Sequence[str], tokens: torch.Tensor, out_dir, seqs_per_shard: int = 64,
+    model_batch_size: int = 8, skip_positions: int = 0, dtype: torch.dtype = torch.float32,
+    group: dist.ProcessGroup | None = None,
+):
+    """``harvest_to_disk`` spread over the ranks of the process group (every rank passes the same
+    tokens [n_seqs, pos]); returns the merged ``DiskActivations`` on every rank.
+
+    Raises when the world is larger than the number of shards (a rank would have nothing to do).
+    """
+    from uncover.features.store import DiskActivations, harvest_to_disk, merge_manifests
+
+    if not dist.is_initialized():
+        raise UncoverError("harvest_distributed needs a process group: call init_from_env() under torchrun")
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    n_shards = -(-len(tokens) // seqs_per_shard)
+    if world > n_shards:
+        raise UncoverError(f"world size {world} is larger than the {n_shards} shards of {len(tokens)} sequences "
+                           f"x {seqs_per_shard} per shard; use at most {n_shards} ranks or a smaller "
+                           f"seqs_per_shard (<= {max(len(tokens) // world, 1)})")
+    harvest_to_disk(model, names, tokens, out_dir, seqs_per_shard, model_batch_size, skip_positions, dtype,
+                    shards_of=(rank, world))
+    dist.barrier(group=group)
+    if rank == 0:
+        merge_manifests(out_dir, world)
+    dist.barrier(group=group)
+    return DiskActivations(out_dir)
+
+
 # ----- command line (torchrun -m uncover.features.distributed ...) ------------------------------------
 
 def _train(args: argparse.Namespace) -> None:
@@ -132,6 +167,21 @@ def _train(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def _harvest(args: argparse.Namespace) -> None:
+    import uncover as uc
+    from uncover.data.corpus import corpus_tokens
+
+    rank, world = init_from_env(args.backend)
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
+    model = uc.load(args.model, device=device)
+    tokens = corpus_tokens(model, args.n_seqs, args.seq_len, seed=args.seed, source=args.corpus)
+    store = harvest_distributed(model, args.hook, tokens, args.out, args.seqs_per_shard, args.model_batch_size,
+                                args.skip_positions)
+    if rank == 0:
+        print(f"harvested {len(store)} tokens x {len(store.names)} hooks on {world} ranks into {args.out}")
+    dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="torchrun -m uncover.features.distributed")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,9 +199,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--backend", default=None, help="nccl (GPUs) or gloo (CPU); default by hardware")
+    h = sub.add_parser("harvest", help="sharded activation harvest into one harvest_to_disk folder")
+    h.add_argument("--model", default="smollm2-135m")
+    h.add_argument("--hook", action="append", required=True, help="a hook name; repeat for several")
+    h.add_argument("--out", required=True)
+    h.add_argument("--corpus", default=None, help="HF dataset name or .txt/.jsonl path (default: offline corpus)")
+    h.add_argument("--n-seqs", type=int, default=512)
+    h.add_argument("--seq-len", type=int, default=128)
+    h.add_argument("--seqs-per-shard", type=int, default=64)
+    h.add_argument("--model-batch-size", type=int, default=8)
+    h.add_argument("--skip-positions", type=int, default=1)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--backend", default=None)
     args = parser.parse_args(argv)
     if args.command == "train":
         _train(args)
+    else:
+        _harvest(args)
 
 
 if __name__ == "__main__":

@@ -144,11 +144,15 @@ def harvest_to_disk(
     model: "Model", names: Sequence[str], tokens: torch.Tensor, out_dir: str | Path,
     seqs_per_shard: int = 64, model_batch_size: int = 8, skip_positions: int = 0,
     dtype: torch.dtype = torch.float32, progress: Progress = no_progress,
-) -> "DiskActivations":
+    shards_of: tuple[int, int] | None = None,
+) -> "DiskActivations | None":
     """Write activations at ``names`` for tokens [n_seqs, pos] as shards under ``out_dir``; resumable.
 
     A re-run with the same arguments keeps every shard listed in the manifest whose checksum still
     matches and computes only the rest. The manifest records the model, names, token checksum and shapes.
+    shards_of: (rank, world_size) computes only shards i with i % world_size == rank and lists them in
+    ``manifest.rank{rank}.json`` (returns None); ``merge_manifests`` then writes the one manifest
+    (``uncover.features.distributed.harvest_distributed`` does both).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,7 @@ def harvest_to_disk(
     header = {"model": getattr(model, "name", ""), "names": names, "n_seqs": len(tokens),
               "seq_len": tokens.shape[1], "skip_positions": skip_positions, "seqs_per_shard": seqs_per_shard,
               "dtype": str(dtype).removeprefix("torch."), "tokens_sha256": token_digest}
-    manifest_path = out / MANIFEST
+    manifest_path = out / (MANIFEST if shards_of is None else rank_manifest(shards_of[0]))
     shards: list[dict] = []
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -167,6 +171,9 @@ def harvest_to_disk(
         shards = [s for s in old["shards"] if (out / s["file"]).exists() and _sha256(out / s["file"]) == s["sha256"]]
     done = {s["first_seq"] for s in shards}
     starts = [s for s in range(0, len(tokens), seqs_per_shard) if s not in done]
+    if shards_of is not None:
+        rank, world = shards_of
+        starts = [s for s in starts if (s // seqs_per_shard) % world == rank]
     starts = progress(starts, "harvesting to disk")
     for first in starts:
         part = tokens[first:first + seqs_per_shard]
@@ -184,6 +191,33 @@ def harvest_to_disk(
         _write_json_atomic(manifest_path, {**header, "shards": shards})
     if not manifest_path.exists():
         _write_json_atomic(manifest_path, {**header, "shards": shards})
+    return DiskActivations(out) if shards_of is None else None
+
+
+def rank_manifest(rank: int) -> str:
+    """The partial manifest one rank of a distributed harvest writes."""
+    return f"manifest.rank{rank}.json"
+
+
+def merge_manifests(out_dir: str | Path, world_size: int) -> "DiskActivations":
+    """Merge the ranks' partial manifests into ``manifest.json`` (shards in corpus order); the result
+    is the manifest one process would have written. Raises when a rank's shards are missing."""
+    out = Path(out_dir)
+    parts = []
+    for r in range(world_size):
+        path = out / rank_manifest(r)
+        if not path.exists():
+            raise UncoverError(f"rank {r} has not finished its shards ({path} missing); re-run the harvest")
+        parts.append(json.loads(path.read_text()))
+    header = {k: v for k, v in parts[0].items() if k != "shards"}
+    if any({k: v for k, v in p.items() if k != "shards"} != header for p in parts):
+        raise UncoverError(f"the ranks' manifests in {out} describe different harvests")
+    shards = sorted((s for p in parts for s in p["shards"]), key=lambda s: s["first_seq"])
+    expected = list(range(0, header["n_seqs"], header["seqs_per_shard"]))
+    if [s["first_seq"] for s in shards] != expected:
+        missing = sorted(set(expected) - {s["first_seq"] for s in shards})
+        raise UncoverError(f"shards starting at sequences {missing} are missing in {out}; re-run the harvest")
+    _write_json_atomic(out / MANIFEST, {**header, "shards": shards})
     return DiskActivations(out)
 
 
