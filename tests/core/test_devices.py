@@ -16,6 +16,7 @@ from uncover.components.patching import activation_patching
 from uncover.core import interventions as iv
 from uncover.errors import UncoverError
 from tests.conftest import tiny_hf
+from tests.editing.conftest import word_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,3 +117,19 @@ def test_weights_of_offloaded_layers(pair):
     for w in ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out"):
         assert torch.equal(getattr(split, w)(2), getattr(single, w)(2)), w
     assert split.hf.model.layers[2].mlp.down_proj.weight.device.type == "meta"   # back on disk afterwards
+
+
+def test_device_map_from_a_saved_folder(tmp_path):
+    """A local folder is placed by transformers while it reads the weights (no full copy first)."""
+    hf = tiny_hf("llama", seed=6)
+    hf.save_pretrained(tmp_path / "m")
+    word_tokenizer().save_pretrained(tmp_path / "m")
+    single = uc.load(hf)
+    split = uc.load(str(tmp_path / "m"), device_map=SPLIT, offload_folder=tmp_path / "off")
+    assert split.hf.model.layers[2].self_attn.q_proj.weight.device.type == "meta"
+    tokens = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(8))
+    names = ["blocks.2.hook_resid_post", "blocks.1.attn.hook_pattern", "blocks.2.attn.hook_result"]
+    ref_logits, ref = single.run_with_cache(tokens, names=names)
+    logits, cache = split.run_with_cache(tokens, names=names)
+    assert (logits - ref_logits).abs().max() <= 1e-5
+    assert all((cache[n] - ref[n]).abs().max() <= 1e-5 for n in names)
