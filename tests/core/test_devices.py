@@ -133,3 +133,38 @@ def test_device_map_from_a_saved_folder(tmp_path):
     logits, cache = split.run_with_cache(tokens, names=names)
     assert (logits - ref_logits).abs().max() <= 1e-5
     assert all((cache[n] - ref[n]).abs().max() <= 1e-5 for n in names)
+
+
+def test_device_map_with_dtype(tmp_path):
+    hf = tiny_hf("llama", seed=6)
+    hf.save_pretrained(tmp_path / "m")
+    word_tokenizer().save_pretrained(tmp_path / "m")
+    ref = uc.load(hf, dtype=torch.bfloat16)
+    for source in (str(tmp_path / "m"), hf):
+        split = uc.load(source, dtype=torch.bfloat16, device_map=SPLIT, offload_folder=tmp_path / "off")
+        tokens = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(9))
+        logits, want = split(tokens), ref(tokens)
+        assert logits.dtype == torch.bfloat16
+        if isinstance(source, str):  # transformers reads the folder into bf16 (its rotary buffers stay float32)
+            assert (logits - want).abs().max() <= 2e-2 * want.abs().max()
+        else:                        # the object is converted, then placed: bitwise
+            assert torch.equal(logits, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_split_over_gpu_and_cpu():
+    """Layers on cuda:0 and on the CPU: real moves between devices (runs on a GPU machine)."""
+    hf = tiny_hf("llama", seed=3)
+    single = uc.load(hf)
+    gpu_map = {**SPLIT, "model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "lm_head": 0}
+    split = uc.load(hf, device_map=gpu_map)
+    assert split.device == torch.device("cuda", 0)
+    tokens = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(0))
+    names = single.hook_names()
+    ref_logits, ref = single.run_with_cache(tokens, names=names)
+    logits, cache = split.run_with_cache(tokens, names=names)
+    assert (logits.cpu() - ref_logits).abs().max() <= 1e-4      # TF32 / GPU kernels: not bitwise
+    assert all(cache[n].device == split.device for n in names)
+    seen = {}
+    split.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_pre", lambda t, h: seen.setdefault("d", t.device))])
+    assert seen["d"].type == "cpu"                               # a hook sees its module's device

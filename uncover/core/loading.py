@@ -68,7 +68,7 @@ def load(
     # from a folder, transformers places the weights as it reads them (no full copy in CPU memory first)
     placement = None if device_map is None else {
         "device_map": device_map, "max_memory": max_memory,
-        "offload_folder": str(offload_folder or _mkdir(cache_root() / "offload"))}
+        "offload_folder": str(offload_folder or _mkdir(cache_root() / "offload")), "dtype": dtype or torch.float32}
     if isinstance(name_or_path, nn.Module):
         hf, name = name_or_path, getattr(name_or_path.config, "name_or_path", "") or type(name_or_path).__name__
     else:
@@ -90,7 +90,7 @@ def load(
             )
     if isinstance(name_or_path, nn.Module) and (dtype is not None or device is not None or device_map is not None):
         hf = copy.deepcopy(hf)  # .to() / dispatch work in place: convert a copy, never the caller's model
-    if dtype is not None:
+    if dtype is not None and getattr(hf, "hf_device_map", None) is None:  # placed folders load in dtype
         hf = hf.to(dtype)
     if device is not None:
         hf = hf.to(device)
@@ -189,7 +189,7 @@ def _load_pretrained(path: str, placement: dict | None = None) -> tuple[nn.Modul
     layout = pruned_layout(path)  # a model saved by uncover's pruning: its family's class at its own sizes
     cls = AutoModelForCausalLM if layout is None else pruned_class(layout["base"])
     try:
-        hf = cls.from_pretrained(path, dtype=torch.float32, **(placement or {}))
+        hf = cls.from_pretrained(path, **{"dtype": torch.float32, **(placement or {})})
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise UncoverError(f"could not load '{path}' ({e}). Is it a local model directory or a reachable hub id?")
@@ -257,6 +257,6 @@ def _load_gguf(gguf: Path, label: str, placement: dict | None = None) -> tuple[n
             if not _cache_ok(folder):  # another process may have won the race; otherwise re-raise
                 raise
         return hf, tok
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **(placement or {}))
+    hf = AutoModelForCausalLM.from_pretrained(folder, **{"dtype": torch.float32, **(placement or {})})
     tok = AutoTokenizer.from_pretrained(folder)
     return hf, tok
