@@ -222,3 +222,39 @@ def test_world_larger_than_shards_is_refused(harvested):
     out, _ = harvested
     for r in (0, 1):
         assert "world size 2 is larger than the 1 shards" in (out / f"error{r}.txt").read_text()
+
+
+# ----- module-parallel SAE training -------------------------------------------------------------------
+
+MP_HOOKS = ["a", "b", "c"]                       # three hook points on two ranks: no divisibility needed
+
+
+def _mp_batches() -> list[dict[str, torch.Tensor]]:
+    data = _data()
+    return [{h: x * (i + 1) + i for i, h in enumerate(MP_HOOKS)} for x in torch.cat(data).split(BATCH)]
+
+
+def _mp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from uncover.features.distributed import init_from_env, train_saes_module_parallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    init_from_env("gloo", timeout_s=60)
+    saes = {h: SAE(_sae_cfg("topk"), seed=i) for i, h in enumerate(MP_HOOKS)}
+    done = train_saes_module_parallel(saes, _mp_batches, _train_cfg(), out_dir=out)
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(sorted(done), f)
+    dist.destroy_process_group()
+
+
+def test_module_parallel_trains_the_same_saes(tmp_path):
+    mp.spawn(_mp_worker, args=(2, _port(), str(tmp_path)), nprocs=2, join=True)
+    assert json.loads((tmp_path / "rank0.json").read_text()) == ["a", "c"]
+    assert json.loads((tmp_path / "rank1.json").read_text()) == ["b"]
+    for i, h in enumerate(MP_HOOKS):
+        ref = SAE(_sae_cfg("topk"), seed=i)
+        train_sae(ref, (b[h] for b in _mp_batches()), _train_cfg())
+        got = SAE.load(tmp_path / h / "final")
+        for k in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            assert torch.equal(got.state_dict()[k], ref.state_dict()[k]), (h, k)
+        assert json.loads((tmp_path / h / "trainer.json").read_text())["step"] == STEPS

@@ -1,5 +1,10 @@
 """SAE training and activation harvest over several processes with torch.distributed (``torchrun``).
 
+Module-parallel SAE training (``train_saes_module_parallel``, sparsify's ``distribute_modules``): each
+rank trains the SAEs of its own hook points (hook i on rank i % world_size; any number of hooks) on the
+whole global batch. Every rank reads the batches from the same store, so no activations cross ranks;
+each SAE is exactly the one-process SAE and is checkpointed under ``out_dir/<hook>``.
+
 Distributed harvest (``harvest_distributed``): shard i of the corpus (``seqs_per_shard`` sequences) is
 computed by rank ``i % world_size`` and written in ``harvest_to_disk``'s format (the same file names,
 checksums and a partial manifest per rank); rank 0 merges the partial manifests into the one
@@ -27,16 +32,17 @@ Launch (see the README, "Scaling out")::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from datetime import timedelta
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
 
 from uncover.errors import UncoverError
 from uncover.features.sae import SAE, SAEConfig
-from uncover.features.training import SAETrainConfig, SAETrainer
+from uncover.features.training import SAETrainConfig, SAETrainer, TrainHistory
 
 
 def init_from_env(backend: str | None = None, timeout_s: float = 600) -> tuple[int, int]:
@@ -110,6 +116,31 @@ def train_sae_ddp(sae: SAE, batches, cfg: SAETrainConfig, group: dist.ProcessGro
 
     with seeded(cfg.seed):
         return DDPSAETrainer(sae, cfg, group).fit(batches)
+
+
+def train_saes_module_parallel(
+    saes: dict[str, SAE], batches: Callable[[], Iterable[dict[str, torch.Tensor]]], cfg: SAETrainConfig,
+    out_dir: str | os.PathLike | None = None, group: dist.ProcessGroup | None = None,
+) -> dict[str, TrainHistory]:
+    """Train ``saes`` (hook name -> SAE, the same dict on every rank) spread over the ranks: hook i (in
+    dict order) on rank i % world_size, each on the full batches ``batches()`` yields (dicts hook name ->
+    [rows, d_in]). Checkpoints (resumable) and the final SAE go to ``out_dir/<hook>``. Returns this rank's
+    histories; the other ranks' SAEs are in their folders once every rank returns (a barrier)."""
+    from uncover.features.training import train_sae
+
+    if not dist.is_initialized():
+        raise UncoverError("train_saes_module_parallel needs a process group: call init_from_env() under torchrun")
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    mine = [h for i, h in enumerate(saes) if i % world == rank]
+    histories = {}
+    for hook in mine:
+        folder = None if out_dir is None else os.path.join(out_dir, hook)
+        hook_cfg = dataclasses.replace(cfg, checkpoint_dir=folder)
+        histories[hook] = train_sae(saes[hook], (b[hook] for b in batches()), hook_cfg)
+        if folder is not None:
+            saes[hook].save(os.path.join(folder, "final"))
+    dist.barrier(group=group)
+    return histories
 
 
 def harvest_distributed(
