@@ -8,7 +8,7 @@ a real GPU run would. Two gaps of a CPU build are bridged here, inside the ``fak
   ``TorchFunctionMode`` rewrites it into the aten ops it stands for (select, slice, unsqueeze, index,
   index_put_), which fake tensors support.
 * ``t.to("cuda")`` of a cpu tensor (a host-to-device copy, which would initialise CUDA) gives a fresh
-  fake cuda tensor of the same shape and dtype (no autograd link: move data, not parameters; fake a
+  fake cuda tensor (and ``t.cpu()`` of a cuda one a fake cpu tensor) of the same shape and dtype (no autograd link: move data, not parameters; fake a
   module's parameters with ``to_fake_cuda``).
 * Other Python bindings that open a device guard (``t.contiguous()``) are retried as their aten op.
 * ``module.to("cuda")`` fakes the module's parameters and buffers in place (``to_fake_cuda``).
@@ -93,14 +93,18 @@ class _Bridge(TorchFunctionMode):
         self.truth = truth
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in (torch.Tensor.to, torch.Tensor.cuda):
+        if func in (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu):
             t = args[0]
             if func is torch.Tensor.cuda:
                 device, dtype = torch.device("cuda", 0), None
+            elif func is torch.Tensor.cpu:
+                device, dtype = torch.device("cpu"), None
             else:
                 device, dtype, _, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
             if device is not None and device.type == "cuda" and t.device.type != "cuda":
-                return torch.empty_like(t, dtype=dtype or t.dtype, device="cuda")
+                return torch.empty(t.shape, dtype=dtype or t.dtype, device="cuda")
+            if device is not None and device.type == "cpu" and t.device.type == "cuda":
+                return torch.empty(t.shape, dtype=dtype or t.dtype, device="cpu")   # device-to-host copy
             if t.device.type == "cuda" and (device is None or device.type == "cuda"):
                 return t if dtype in (None, t.dtype) else torch.ops.aten._to_copy.default(t, dtype=dtype)
         if func is torch.Tensor.__len__ and isinstance(args[0], FakeTensor):

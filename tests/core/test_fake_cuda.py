@@ -5,8 +5,8 @@ creates on the CPU and mixes with the model's cuda tensors raises ``FakeTensorDe
 as it would on a GPU. Checked here: the model forward with every standard hook cached, the SAE trainer
 step for every architecture (its dense CUDA path; dead-latent counters, Adam, decoder norms), the SAE's
 custom autograd backwards called directly, the patching engine (activation, attribution, path patching,
-ablation sweeps), probes' activation collection, steering (CAA directions and their hooks, ActAdd) and
-the toy trainer.
+ablation sweeps), probes' activation collection, steering (CAA directions and their hooks, ActAdd),
+ROME (with a given key covariance) and the toy trainer.
 
 What FakeTensorMode cannot cover on a CPU-only build (see ``tests/fake_cuda.py``): autograd through cuda
 tensors (no backward pass runs: parameters get zero gradients, ``autograd.grad`` gives zeros), the
@@ -159,3 +159,15 @@ def test_toy_trainer():
         assert trainer.fit().steps_done == 3
         _on_cuda(*toy.parameters(), trainer.task.tokens)
         assert trainer.optimizer.state[next(toy.parameters())]["exp_avg"].device == CUDA
+
+
+def test_rome():
+    from uncover.applications.editing.rome import EditRequest, RomeConfig, rome
+
+    with fake_cuda(truth=False):
+        model = uc.Model(tiny_hf("llama").to("cuda"), word_tokenizer())
+        request = EditRequest("Paris", "{} is the capital of", " Rome")
+        edit = rome(model, request, RomeConfig(layer=1, steps=2, n_prefixes=1, prefix_len=4),
+                    covariance=torch.eye(96, device="cuda"))
+        assert edit.deltas[1].shape == (96, 64)
+        _on_cuda(model.W_out(1))

@@ -370,13 +370,14 @@ def rome(
         covariance = key_covariance(model, layer, cfg.cov_tokens, progress=progress)[layer].mom2
     W = _weight(model, layer).detach()
     prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
-    key = mean_keys(model, layer, [request], prefixes)[0]
-    value = key @ W.double()
-    to_site = torch.linalg.pinv(W.double()).float()  # [d_model, d_mlp]: delta @ to_site @ W = delta
+    key = mean_keys(model, layer, [request], prefixes)[0]   # float64, on the CPU like the covariance
+    Wd = W.double().to(key.device)                          # the small linear algebra runs beside the keys
+    value = key @ Wd
+    to_site = torch.linalg.pinv(Wd).float()  # [d_model, d_mlp]: delta @ to_site @ W = delta
     deltas, logs = optimise_deltas(model, [request], f"blocks.{layer}.mlp.hook_post", to_site,
                                    value.norm()[None], prefixes, cfg, progress)
-    target_value = value + deltas[0]
-    update = rank_one_update(W, key, target_value, covariance, cfg.cov_ridge)
+    target_value = value + deltas[0].to(value.device)
+    update = rank_one_update(Wd, key, target_value, covariance.to(key.device), cfg.cov_ridge)
     edit = WeightEdit(
         deltas={layer: update.to(W.dtype).cpu()}, requests=[request], method="rome",
         info={"layer": layer, "nll": logs[0]["nll"], "kl": logs[0]["kl"], "delta_norm": deltas[0].norm().item(),
