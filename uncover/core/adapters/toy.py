@@ -42,6 +42,9 @@ class ToyAdapter(Adapter):
     def mlp_norm(self, layer: nn.Module) -> nn.Module:
         return layer.ln2
 
+    def attn_out_module(self, layer: nn.Module) -> nn.Module:
+        return layer.hook_attn_out
+
     def attn_norm(self, layer: nn.Module) -> nn.Module:
         return layer.ln1  # an identity without layer_norm: the heads read the residual itself
 
