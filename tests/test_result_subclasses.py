@@ -21,7 +21,7 @@ MODULES = [
     "uncover.representations.steering", "uncover.dynamics.double_descent", "uncover.dynamics.grokking",
     "uncover.dynamics.induction", "uncover.dynamics.memorization", "uncover.dynamics.norms",
     "uncover.dynamics.trainer", "uncover.applications.editing.covariance", "uncover.applications.editing.evaluate",
-    "uncover.applications.editing.rome", "uncover.data.tasks",
+    "uncover.applications.editing.rome", "uncover.applications.wrappers", "uncover.data.tasks",
 ]
 G = torch.Generator().manual_seed(0)
 
@@ -41,6 +41,18 @@ def _request():
     from uncover.applications.editing.rome import EditRequest
 
     return EditRequest("France", "The capital of {} is", " Rome")
+
+
+def _wrapper_result():
+    from dataclasses import asdict
+
+    from uncover.applications.wrappers import WrapperConfig, WrapperResult
+
+    return WrapperResult(asdict(WrapperConfig()), 1.0, 0.375, 0.4, 0.97, 0.18, ["blocks.0.hook_resid_post"],
+                         {"pretrained": [0.99], "finetuned": [0.86], "random": [0.62]}, 264, [0, 1],
+                         {"fine-tune importance": {"capability": [0.4, 0.45], "finetune": [0.97, 0.7],
+                                                   "units": ["L0H3"]}},
+                         [0.4, 0.95], [0.18, 0.5, 0.93], 1, 2, {"train": 1.5})
 
 
 def _run_dir(tmp: Path):
@@ -109,6 +121,7 @@ def factories(tmp: Path) -> dict[str, callable]:
                                                           [{"ok": True}], [{"ok": False}], 1.5, {"layer": 1}),
         "WeightEdit": lambda: rome.WeightEdit({1: _t(6, 4)}, [_request()], "rome", {"nll": [2.0, 1.0]},
                                               {"key": _t(6)}),
+        "WrapperResult": _wrapper_result,
         "Task": lambda: tasks.Task("ioi", torch.ones(2, 3).long(), torch.zeros(2, 3).long(), torch.tensor([1, 2]),
                                    torch.tensor([[3, -1], [4, 5]]), "prob_diff", torch.ones(2, 3).long(),
                                    ["a b", "c d"], ["e f", "g h"], {"seed": 0}),
