@@ -21,7 +21,7 @@ MODULES = [
     "uncover.representations.steering", "uncover.dynamics.double_descent", "uncover.dynamics.grokking",
     "uncover.dynamics.induction", "uncover.dynamics.memorization", "uncover.dynamics.norms",
     "uncover.dynamics.trainer", "uncover.applications.editing.covariance", "uncover.applications.editing.evaluate",
-    "uncover.applications.editing.rome", "uncover.applications.wrappers", "uncover.data.tasks",
+    "uncover.applications.editing.rome", "uncover.applications.wrappers", "uncover.data.tasks", "uncover.applications.alignment.lying",
 ]
 G = torch.Generator().manual_seed(0)
 
@@ -66,6 +66,7 @@ def _run_dir(tmp: Path):
 
 
 def factories(tmp: Path) -> dict[str, callable]:
+    from uncover.applications.alignment import lying
     from uncover.applications.editing import covariance, evaluate
 
     rome = importlib.import_module("uncover.applications.editing.rome")  # the package exports the function rome
@@ -115,6 +116,10 @@ def factories(tmp: Path) -> dict[str, callable]:
         "SlingshotResult": lambda: norms.SlingshotResult({"p": 5}, [1.0, 9.0], [1.0, 2.0], [{"step": 1}],
                                                          [norms.Slingshot(1, 2, 1.0, 9.0, None)], None),
         "TrainResult": lambda: _run_dir(tmp / "run"),
+        "LyingResult": lambda: lying.LyingResult(
+            [{"name": "plain", "honest_acc": 0.9, "lying_acc": 0.1, "follows": True}], "plain", True, 0.9, 0.1, 2.0,
+            -1.5, _t(2), _t(2, 3), _t(2, 3), _t(2, 3), _t(2, 3),
+            [(0, 0), (1, 2)], [1, 2], [0.6, 0.9], [0.4, 0.8], 0.95, 1.1, 2, {"n": 8, "candidates": None}),
         "KeyCovariance": lambda: covariance.KeyCovariance(2, _t(4, 4).double(), 128, "offline corpus"),
         "EditRecord": lambda: record,
         "EditEvaluation": lambda: evaluate.EditEvaluation("rome", {"efficacy": 100.0}, {"efficacy": 50.0},
