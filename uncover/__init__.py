@@ -20,6 +20,7 @@ _LAZY = {
     "patching": "uncover.components.patching",
     "lens": "uncover.components.lens",
     "recall": "uncover.components.recall",
+    "circuits": "uncover.components.circuits",
     "neurons": "uncover.components.neurons",
     "sae": "uncover.features.sae",
     "superposition": "uncover.features.superposition",

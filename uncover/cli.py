@@ -17,6 +17,7 @@ console = Console()
 # Each area adds its commands with register(app); listed in survey order.
 AREAS = [
     "uncover.components.cli",
+    "uncover.components.circuits.cli",
     "uncover.features.cli",
     "uncover.representations.cli",
     "uncover.representations.world.cli",

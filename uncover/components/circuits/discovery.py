@@ -10,7 +10,8 @@
   gradients at the two end points only.
 - ``acdc`` (Conmy et al. 2023): receivers in reverse topological order, each incoming edge removed when
   the metric moves by less than ``tau``; run for a sweep of taus, an edge scores the largest tau at which
-  it is kept (edges removed at every tau score their own measured change, below the smallest tau), so
+  it is kept (edges removed at every tau score the size of their own measured change, below the smallest
+  tau), so
   ACDC ranks edges like the gradient methods do.
 
 Scores are in the task metric's unit (nats of logit difference, or probability) for eap / eap-ig: the
@@ -83,26 +84,30 @@ def _receiver_names(graph: Graph, model: "Model") -> list[str]:
     return names + [logits_hook(model)]
 
 
-def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, weight: float = 1.0,
-             layers: Sequence[int | str] | None = None) -> None:
+def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, weight: float = 1.0) -> None:
     """Add ``(ablated - clean) . grad`` of each receiver in ``grads`` into ``scores`` [S, R] (in place)."""
     g, model = patcher.graph, patcher.model
-    diff = (patcher.values - patcher.clean).float()  # [b, p, S, d]
+    S = g.n_sources
+    diff = (patcher.values - patcher.clean).float().reshape(S, -1)  # [S, b * p * d]
     H = g.n_heads
+
+    def per_head(grad: Tensor) -> Tensor:  # [b, p, H, d] -> [b * p * d, H]
+        return grad.float().permute(2, 0, 1, 3).reshape(H, -1).T
+
     for l in range(g.n_layers):
         k = g.sources_before(l)
         for kind in KINDS:
             name = f"blocks.{l}.hook_{kind}_input"
             if name in grads:
                 first = g.head_receiver(l, 0, kind)
-                scores[:k, first: first + H] += weight * torch.einsum("bpsd,bphd->sh", diff[:, :, :k], grads[name].float())
+                scores[:k, first: first + H] += weight * (diff[:k] @ per_head(grads[name]))
         name = f"blocks.{l}.hook_mlp_in"
         if g.mlp and name in grads:
             k = g.sources_before(l, mlp=True)
-            scores[:k, g.mlp_receiver(l)] += weight * torch.einsum("bpsd,bpd->s", diff[:, :, :k], grads[name].float())
+            scores[:k, g.mlp_receiver(l)] += weight * (diff[:k] @ grads[name].float().reshape(-1))
     name = logits_hook(model)
     if name in grads:
-        scores[:, g.logits_receiver] += weight * torch.einsum("bpsd,bpd->s", diff, grads[name].float())
+        scores[:, g.logits_receiver] += weight * (diff @ grads[name].float().reshape(-1))
 
 
 def _grads(patcher: EdgePatcher, names: Sequence[str], hooks: Sequence = (), **kwargs) -> dict[str, Tensor]:
@@ -129,7 +134,7 @@ def eap_ig(patcher: EdgePatcher, steps: int = 5, ig: str = "inputs", progress: P
     g = patcher.graph
     scores = torch.zeros(g.n_sources, g.n_receivers)
     names = _receiver_names(g, patcher.model)
-    start = patcher.values[:, :, 0] - patcher.clean[:, :, 0]  # [b, p, d]: ablated minus clean layer-0 input
+    start = patcher.values[0] - patcher.clean[0]  # [b, p, d]: ablated minus clean layer-0 input
     if ig in ("inputs", "clean-corrupted"):
         alphas = [0.0, 1.0] if ig == "clean-corrupted" else [(k + 0.5) / steps for k in range(steps)]
         for a in progress(alphas, "EAP-IG steps"):
@@ -144,7 +149,7 @@ def eap_ig(patcher: EdgePatcher, steps: int = 5, ig: str = "inputs", progress: P
 def _eap_ig_activations(patcher: EdgePatcher, steps: int, scores: Tensor, progress: Progress) -> Tensor:
     """Each receiver group's input interpolated between its ablated and clean value, one group at a time."""
     model, g, task = patcher.model, patcher.graph, patcher.task
-    diff = patcher.values - patcher.clean  # [b, p, S, d]
+    diff = patcher.values - patcher.clean  # [S, b, p, d]
     names = [f"blocks.{l}.hook_resid_pre" for l in range(g.n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(task.clean, names=names, attention_mask=task.attention_mask)
@@ -156,7 +161,7 @@ def _eap_ig_activations(patcher: EdgePatcher, steps: int, scores: Tensor, progre
     groups.append((g.n_layers - 1, [logits_hook(model)], g.n_sources))
     alphas = [(k + 0.5) / steps for k in range(steps)]
     for layer, group, k in progress(groups, "EAP-IG receivers"):
-        shift_full = diff[:, :, :k].sum(2)  # the receiver's ablated input minus its clean input [b, p, d]
+        shift_full = diff[:k].sum(0)  # the receiver's ablated input minus its clean input [b, p, d]
         for a in alphas:
             def interpolate(t: Tensor, hook, a=a, shift=shift_full) -> Tensor:
                 s = ((1 - a) * shift).to(t.dtype)
@@ -185,7 +190,7 @@ def acdc(patcher: EdgePatcher, taus: Sequence[float] = (0.001, 0.01, 0.03, 0.1),
         keep, change = _acdc_once(patcher, tau, distance)
         kept[tau] = keep.bool() & g.allowed
         measured = change
-    scores = torch.where(g.allowed, measured.clamp(max=min(taus) * 0.999), torch.zeros(()))
+    scores = torch.where(g.allowed, measured.abs().clamp(max=min(taus) * 0.999), torch.zeros(()))
     for tau in reversed(taus):  # smallest first, so a larger tau that keeps the edge overwrites
         scores = torch.where(kept[tau], torch.full_like(scores, tau), scores)
     return scores, kept

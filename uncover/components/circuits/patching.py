@@ -79,13 +79,13 @@ def head_contributions(model: "Model", layer: int, result: Tensor) -> Tensor:
 
 
 def sources_from_cache(model: "Model", graph: Graph, cache: Any) -> Tensor:
-    """The source values [b, p, n_sources, d_model] of a run whose cache holds ``source_hooks(graph)``."""
-    parts = [cache[EMBED].unsqueeze(2)]
+    """The source values [n_sources, b, p, d_model] of a run whose cache holds ``source_hooks(graph)``."""
+    parts = [cache[EMBED][None]]
     for l in range(graph.n_layers):
-        parts.append(head_contributions(model, l, cache[f"blocks.{l}.attn.hook_result"]))
+        parts.append(head_contributions(model, l, cache[f"blocks.{l}.attn.hook_result"]).permute(2, 0, 1, 3))
         if graph.mlp:
-            parts.append(cache[f"blocks.{l}.hook_mlp_out"].unsqueeze(2))
-    return torch.cat(parts, dim=2)
+            parts.append(cache[f"blocks.{l}.hook_mlp_out"][None])
+    return torch.cat(parts, dim=0)
 
 
 def check_decomposition(model: "Model", tokens: Tensor, attention_mask: Tensor | None = None,
@@ -126,7 +126,8 @@ def _check_task(model: "Model", task: "Task") -> None:
 class EdgePatcher:
     """Edge-patched runs of ``task``'s clean prompts (see the module docstring).
 
-    values: ablation values of the sources [n, pos, n_sources, d_model]; clean: the clean run's [same];
+    values: ablation values of the sources [n_sources, n, pos, d_model] (source-first, so a receiver's sources
+    are one contiguous block and patching is a matrix product); clean: the clean run's [same];
     clean_logits, ablated_logits: last-position logits [n, d_vocab] of the model and of the run with every
     edge removed.
     """
@@ -176,13 +177,13 @@ class EdgePatcher:
                 if ablation == "corrupt":
                     values = ref_values
                 elif ablation == "mean":
-                    if ref_values.shape[1] != p:
-                        raise UncoverError(f"mean ablation reference has {ref_values.shape[1]} positions, the task {p}")
-                    values = ref_values.mean(0, keepdim=True).expand_as(clean).clone()
+                    if ref_values.shape[2] != p:
+                        raise UncoverError(f"mean ablation reference has {ref_values.shape[2]} positions, the task {p}")
+                    values = ref_values.mean(1, keepdim=True).expand_as(clean).clone()
                 else:
                     g = torch.Generator().manual_seed(seed)
                     perm = torch.randperm(n, generator=g)
-                    values = ref_values[perm]
+                    values = ref_values[:, perm]
         patcher = cls(model, task, graph, ablation, values, clean, clean_out[:, -1], batch_size=batch_size)
         patcher.ablated_logits = patcher.run([torch.zeros(graph.n_sources, graph.n_receivers)])[0]
         return patcher
@@ -191,27 +192,43 @@ class EdgePatcher:
     def hooks(self, keep: Tensor) -> list[tuple[str, Callable]]:
         """Hook functions that patch the edges ``keep`` [n_sources, n_receivers] removes (fresh for each
         forward). Layers before the first receiver with a removed edge run as in the clean run, so the hooks
-        start there, from the clean sources (the variant engine then starts the forward at that layer)."""
+        start there, from the clean sources (the variant engine then starts the forward at that layer).
+        A ``keep`` that requires grad gives gradients with respect to the mask (run with force_write)."""
         model, graph, values = self.model, self.graph, self.values
         graph.check_scores(keep, "keep")
         ablate = (1 - keep.to(values.device, values.dtype)) * graph.allowed.to(values.device)
-        start = self.first_layer(ablate)
-        current: list[Tensor] = [self.clean[:, :, : graph.sources_before(start)]] if start else []
+        grad = keep.requires_grad
+        start = 0 if grad else self.first_layer(ablate)
+        k0 = graph.sources_before(start) if start else 0
+        S, b, p, d = values.shape
+        # diff[s] = ablated_s - current_s, filled in as the sources run (out of place when differentiating)
+        parts: list[Tensor] = [values[:k0] - self.clean[:k0]] if k0 else []
+        diff = None if grad else values.clone()
+        if diff is not None and k0:
+            diff[:k0] -= self.clean[:k0]
+        filled = [k0]
 
         def record(kind: str, layer: int | None = None) -> Callable:
             def fn(t: Tensor, hook) -> None:
-                current.append(head_contributions(model, layer, t) if kind == "heads" else t.unsqueeze(2))
+                new = head_contributions(model, layer, t).permute(2, 0, 1, 3) if kind == "heads" else t[None]
+                i, j = filled[0], filled[0] + new.shape[0]
+                if diff is None:
+                    parts.append(values[i:j] - new)
+                else:
+                    diff[i:j] -= new
+                filled[0] = j
             return fn
 
         def receive(k: int, cols: slice | int) -> Callable:
             w = ablate[:k, cols]
-            if not bool((w != 0).any()):
+            if not grad and not bool((w != 0).any()):
                 return lambda t, hook: None
 
             def fn(t: Tensor, hook) -> Tensor:
-                diff = values[:, :, :k] - torch.cat(current, dim=2)[:, :, :k]  # a parallel MLP reads before its heads
-                spec = "bpsd,s->bpd" if isinstance(cols, int) else "bpsd,sh->bphd"
-                return t + torch.einsum(spec, diff, w).to(t.dtype)
+                src = (diff if diff is not None else torch.cat(parts))[:k].reshape(k, -1)  # [k, b * p * d]
+                if isinstance(cols, int):
+                    return t + (w @ src).view(b, p, d).to(t.dtype)
+                return t + (w.T @ src).view(-1, b, p, d).permute(1, 2, 0, 3).to(t.dtype)
             return fn
 
         H, fns = graph.n_heads, [] if start else [(EMBED, record("embed"))]
@@ -247,6 +264,14 @@ class EdgePatcher:
         kwargs = {} if progress is None else {"progress": progress}
         return run_variants(self.model, base, [variant(k) for k in keeps], lambda out, _: out[:, -1],
                             logits_to_keep=1, batch_size=max(self.batch_size, n), description="circuits", **kwargs)
+
+    def run_with_grad(self, keep: Tensor) -> Tensor:
+        """Last-position logits [n, d_vocab] of one mask ``keep`` (float, requires grad) with the autograd
+        graph kept, so ``torch.autograd.grad(metric, keep)`` gives the metric's gradient per edge."""
+        if not keep.requires_grad:
+            raise UncoverError("run_with_grad needs a mask that requires grad: keep.requires_grad_(True)")
+        with torch.enable_grad(), self.model.hooks(self.hooks(keep), force_write=True):
+            return self.model(self.task.clean, attention_mask=self.task.attention_mask, logits_to_keep=1)[:, -1]
 
     def metric(self, logits: Tensor) -> float:
         """The task's metric of last-position logits [n, d_vocab]."""

@@ -11,6 +11,7 @@ The edge-level names (core/edges.py: hook_q/k/v_input, attn.hook_result, hook_ml
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,31 @@ def _kv_site(module: nn.Module, n: int, d_head: int) -> HookSite:
         return torch.cat([_merge_heads(t), raw[..., n * d_head :]], dim=-1)
 
     return HookSite(module, "out", read, write)
+
+
+_ROWS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _head_rows(site: HookSite) -> torch.Tensor | None:
+    """For a site whose module is a plain ``nn.Linear`` and whose ``read`` only reshapes / slices its output:
+    the output features of each head, LongTensor [heads, d_head] (found by reading the feature indices
+    themselves); None otherwise (the caller projects through the module)."""
+    module = site.module
+    if type(module) is not nn.Linear or module.weight.device.type == "meta":  # meta: offloaded by a device map
+        return None
+    cache = _ROWS.setdefault(module, {})
+    key = site.read
+    if key not in cache:
+        n = module.out_features
+        index = torch.arange(n, dtype=torch.float64).view(1, 1, n)
+        try:
+            rows = site.read(index)[0, 0]
+        except Exception:  # a read that needs a real activation
+            rows = None
+        ok = rows is not None and rows.dim() == 2 and bool((rows == rows.round()).all()) \
+            and rows.min() >= 0 and rows.max() < n
+        cache[key] = rows.long() if ok else None
+    return cache[key]
 
 
 class Adapter:
@@ -189,8 +215,15 @@ class Adapter:
                       normed: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         """q, k or v of query heads ``heads`` [n], each from its own normed input [b, p, n, d_model] ->
         [b, p, n, d_head] (k, v: with the weights of each query head's KV head). ``site``: qkv_proj_sites[kind]."""
-        per = site.read(site.module.forward(normed))  # [b, p, n, heads of this kind, d_head]
         src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
+        rows = _head_rows(site)
+        if rows is not None:  # a plain linear layer: each copy meets only its own head's weight rows
+            r = rows.to(heads.device)[src]  # [n, d_head]
+            w = site.module.weight[r]  # [n, d_head, d_model]
+            out = torch.einsum("bpnd,ned->bpne", normed, w.to(normed.dtype))
+            bias = site.module.bias
+            return out if bias is None else out + bias[r].to(out.dtype)
+        per = site.read(site.module.forward(normed))  # [b, p, n, heads of this kind, d_head]
         return per[:, :, torch.arange(len(heads), device=heads.device), src]
 
     def carry_attrs(self, attn: nn.Module, cfg: ModelConfig, kind: str, n_extra: int) -> dict:
