@@ -26,6 +26,7 @@ from uncover.report.section import ReportContext, Section
 SECTIONS = [
     "uncover.report.overview:SECTION",
     "uncover.components.report:SECTION",
+    "uncover.components.circuits.report:SECTION",
     "uncover.features.report:SECTION",
     "uncover.representations.report:SECTION",
     "uncover.representations.world.report:SECTION",
