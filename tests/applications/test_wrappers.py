@@ -67,6 +67,36 @@ def test_pruned_forward_equals_zeroed_weights():
     assert acc == W.count_accuracy(expected, tokens, 1)
 
 
+def _zeroed_copy(toy: ToyTransformer, cfg: W.WrapperConfig, unit: str) -> ToyTransformer:
+    """A copy of ``toy`` whose unit (``L{l}N{i}`` or ``L{l}H{h}``) has its output weights zeroed."""
+    copy_ = ToyTransformer(cfg.toy_config())
+    copy_.load_state_dict(toy.state_dict())
+    layer, kind, index = int(unit[1]), unit[2], int(unit[3:])
+    with torch.no_grad():
+        if kind == "N":
+            copy_.blocks[layer].mlp.fc_out.weight[:, index] = 0
+        else:
+            copy_.blocks[layer].attn.W_O[index] = 0
+    return copy_
+
+
+def test_greedy_first_pick_is_the_best_single_unit():
+    """The greedy search's first unit is the one whose zeroed weights give the lowest loss, found by
+    scoring every candidate on a weight-zeroed copy (no hooks)."""
+    cfg = _tiny_cfg()
+    toy = ToyTransformer(cfg.toy_config(), seed=2)
+    names = W.unit_names(toy.cfg)
+    tokens = W.sequences(16, cfg, torch.Generator().manual_seed(6))
+    candidates = [0, 5, 31, 32, 40, 63, 64, 65, 66, 67]
+    picked = W.greedy_units(toy, tokens, 1, candidates + [5], 3)
+    assert len(picked) == 3 and len(set(picked)) == 3 and set(picked) <= set(candidates)
+    with torch.no_grad():
+        losses = {c: float(W.count_loss(_zeroed_copy(toy, cfg, names[c])(tokens).logits, tokens, 1))
+                  for c in candidates}
+    assert picked[0] == min(losses, key=losses.get)
+    assert W.pruned_loss(toy, tokens, 1, picked[:1]) == pytest.approx(losses[picked[0]], abs=1e-5)
+
+
 def test_probe_matches_numpy_least_squares():
     """With no ridge the probe's predictions are those of numpy's least squares on the same design."""
     g = torch.Generator().manual_seed(5)
