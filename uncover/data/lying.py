@@ -8,9 +8,9 @@ lines), answered correctly in the honest prompt and wrongly in the lying one. Th
 differ only in the instruction words and the examples' answers, so they have the same token count when
 the two instructions do (checked by the technique, which names any pair that differs).
 
-    >>> cond = CONDITIONS[0]
+    >>> cond = CONDITIONS[-1]                       # plain, 8-shot, larger_than
     >>> shots, test = lying_statements(cond, n=16)
-    >>> honest, lying = lying_prompts(cond, test, shots, chat=None)   # chat: a messages -> text function
+    >>> honest, lying = lying_prompts(cond, test, shots)   # chat conditions also need chat=messages -> text
 """
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ CONDITIONS: tuple[Condition, ...] = (
 
 
 def lying_statements(condition: Condition, n: int, seed: int = 0) -> tuple[list[Statement], list[Statement]]:
-    """(worked examples [shots], test statements [n]) of the condition's family, balanced, with no shared
-    subject between the two (an example never states the tested subject). n must be even and >= 2."""
+    """(worked examples [shots], test statements [n]) of the condition's family, balanced (examples: the
+    extra one true when odd), shuffled, with no shared subject between the two. n must be even and >= 2."""
     if n < 2 or n % 2:
         raise UncoverError(f"n must be an even number of statements >= 2 (half true, half false), got {n}")
     pool = truth_dataset(condition.family, seed=seed).statements
@@ -74,9 +74,8 @@ def lying_statements(condition: Condition, n: int, seed: int = 0) -> tuple[list[
     false = [s for s in pool if s.label == 0]
     rng.shuffle(true)
     rng.shuffle(false)
-    shots: list[Statement] = []
-    for i in range(condition.shots):  # alternate true / false examples, starting with a true one
-        shots.append((true if i % 2 == 0 else false).pop())
+    shots = [(true if i % 2 == 0 else false).pop() for i in range(condition.shots)]  # half true, half false
+    rng.shuffle(shots)  # in no fixed alternation, so the next answer cannot be read off the pattern
     used = {s.subject for s in shots}
     true = [s for s in true if s.subject not in used]
     false = [s for s in false if s.subject not in used]
