@@ -141,7 +141,7 @@ def test_reverse_fine_tuning_revives_faster_than_scratch(result):
 
 
 def test_pruning_is_measured_and_worded_by_the_data(result):
-    """Pruning up to 5% of units recovers little of the capability in this toy (measured: at most ~12% of
+    """Pruning up to 5% of units recovers little of the capability in this toy (measured: at most ~19% of
     what fine-tuning removed): the must-hold "restored by pruning few units" is not reproduced here,
     and the findings say so because the measured share is below the threshold."""
     assert result.prune_counts[-1] <= W.FEW_UNITS * result.n_units
