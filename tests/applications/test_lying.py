@@ -146,6 +146,29 @@ def test_patching_matches_a_manual_run_with_hooks_loop(lm, result):
         assert result.restored_k - 1 in result.set_sizes  # the size just below was measured, and fails
 
 
+def test_attribution_is_the_first_order_estimate_by_autograd(lm, result):
+    chosen = next(c for c in (CHAT, PLAIN) if c.name == result.chosen)
+    ref = _manual(lm, chosen)
+    honest, lying, y = _pair(lm, chosen)
+    l, mask = lm.to_tokens(lying, return_mask=True)
+    layer, name = 1, "blocks.1.attn.hook_z"
+    held = {}
+
+    def grab(z, hook):
+        z = z.detach().requires_grad_(True)
+        held["z"] = z
+        return z
+
+    t, f = ly.answer_ids(lm, chosen)
+    with torch.enable_grad(), lm.hooks([(name, grab)], force_write=True):
+        logits = lm(l, attention_mask=mask)
+        m = ((2 * y - 1) * (logits[:, -1, t] - logits[:, -1, f])).mean()
+        (g,) = torch.autograd.grad(m, held["z"])
+    assert float(m.detach()) == pytest.approx(ref.m_l, abs=1e-4)
+    est = ((ref.hc[name] - held["z"].detach()) * g).sum(dim=(0, 1, 3)) / (ref.m_h - ref.m_l)  # per head
+    assert torch.allclose(result.attribution[layer], est.float(), atol=1e-5, rtol=1e-4)
+
+
 def test_probes_match_a_closed_form_mass_mean(lm, result):
     chosen = next(c for c in (CHAT, PLAIN) if c.name == result.chosen)
     ref = _manual(lm, chosen)

@@ -269,7 +269,7 @@ def lying_heads(model: "Model", conditions: Sequence[Condition] = CONDITIONS, n:
     metric = lambda logits: signed_metric(  # noqa: E731
         logits[:, -1, ids[0]].float() - logits[:, -1, ids[1]].float(), y)
     _, eff = attribution(model, l_tok, metric, z_names, z_src, attention_mask=mask, logits_to_keep=1)
-    attr = torch.stack([(eff[z] if pos is None else eff[z][:, -1:]).sum(dim=(0, 1, 3)).cpu() / n for z in z_names])
+    attr = torch.stack([(eff[z] if pos is None else eff[z][:, -1:]).sum(dim=(0, 1, 3)).cpu() for z in z_names])
     attr = attr / (m_h - m_l)
     flat = attr.flatten().argsort(descending=True).tolist()
     picked = [divmod(i, H) for i in (flat if candidates is None else flat[:candidates])]
