@@ -174,8 +174,8 @@ def _eap_ig_activations(patcher: EdgePatcher, steps: int, scores: Tensor, progre
 
 
 def acdc(patcher: EdgePatcher, taus: Sequence[float] = (0.001, 0.01, 0.03, 0.1), metric: str = "kl",
-         progress: Progress = no_progress) -> tuple[Tensor, dict[float, Tensor]]:
-    """ACDC at each tau: (scores [S, R], {tau: kept edges bool [S, R]}); see the module docstring."""
+         progress: Progress = no_progress) -> tuple[Tensor, dict[float, Tensor], int]:
+    """ACDC at each tau: (scores [S, R], {tau: kept edges bool [S, R]}, edges tested); see the module docstring."""
     if metric not in ("kl", "task"):
         raise UncoverError(f"ACDC metric must be 'kl' (to the model's output) or 'task', not {metric!r}")
     if not taus or any(t <= 0 for t in taus):
@@ -186,24 +186,27 @@ def acdc(patcher: EdgePatcher, taus: Sequence[float] = (0.001, 0.01, 0.03, 0.1),
     taus = sorted(taus, reverse=True)
     kept: dict[float, Tensor] = {}
     measured = torch.zeros(g.n_sources, g.n_receivers)
+    tests = 0
     for tau in progress(taus, "ACDC taus"):
-        keep, change = _acdc_once(patcher, tau, distance)
+        keep, change, n = _acdc_once(patcher, tau, distance)
         kept[tau] = keep.bool() & g.allowed
-        measured = change
+        measured, tests = change, tests + n
     scores = torch.where(g.allowed, measured.abs().clamp(max=min(taus) * 0.999), torch.zeros(()))
     for tau in reversed(taus):  # smallest first, so a larger tau that keeps the edge overwrites
         scores = torch.where(kept[tau], torch.full_like(scores, tau), scores)
-    return scores, kept
+    return scores, kept, tests
 
 
-def _acdc_once(patcher: EdgePatcher, tau: float, distance: Callable[[Tensor], float]) -> tuple[Tensor, Tensor]:
-    """One ACDC pass: (keep mask [S, R] float, the distance change measured for each tested edge)."""
+def _acdc_once(patcher: EdgePatcher, tau: float, distance: Callable[[Tensor], float]) -> tuple[Tensor, Tensor, int]:
+    """One ACDC pass: (keep mask [S, R] float, the distance change measured for each tested edge, how many
+    edges were tested: those into nodes nothing reads any more are removed untested)."""
     g = patcher.graph
     keep = g.allowed.float().clone()
     change = torch.zeros(g.n_sources, g.n_receivers)
     current = distance(patcher.clean_logits)
     receivers = list(range(g.n_receivers - 1, -1, -1))
     node_of_source = {g.source_node(s): s for s in range(g.n_sources)}
+    tests = 0
     for r in receivers:
         node = g.receiver_node(r)
         if node != "logits":
@@ -213,13 +216,14 @@ def _acdc_once(patcher: EdgePatcher, tau: float, distance: Callable[[Tensor], fl
                 continue
         for s in reversed(g.allowed[:, r].nonzero().flatten().tolist()):
             keep[s, r] = 0
+            tests += 1
             new = distance(patcher.run([keep])[0])
             change[s, r] = new - current
             if new - current < tau:
                 current = new
             else:
                 keep[s, r] = 1
-    return keep, change
+    return keep, change, tests
 
 
 def discover(model: "Model", task: "Task", method: str = "eap-ig", ablation: str = "corrupt", steps: int = 5,
@@ -242,8 +246,8 @@ def discover(model: "Model", task: "Task", method: str = "eap-ig", ablation: str
     elif method == "eap-ig":
         scores, options = eap_ig(patcher, steps, ig, progress), {"steps": steps, "ig": ig}
     else:
-        scores, kept = acdc(patcher, taus, acdc_metric, progress)
-        options = {"taus": sorted(taus, reverse=True), "metric": acdc_metric,
+        scores, kept, tests = acdc(patcher, taus, acdc_metric, progress)
+        options = {"taus": sorted(taus, reverse=True), "metric": acdc_metric, "tests": tests,
                    "kept": {str(t): int(k.sum()) for t, k in kept.items()}}
     g = patcher.graph
     return EdgeScores(g.n_layers, g.n_heads, g.parallel, g.mlp, scores.float() * g.allowed, method,

@@ -16,14 +16,14 @@ actual prompts that the heads' values sum to what the layer adds, and refuses mo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from uncover.components.circuits.graph import KINDS, Graph, graph_bytes
-from uncover.core.variants import base_run, run_variants
+from uncover.core.variants import BaseRun, base_run, run_variants
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -88,13 +88,10 @@ def sources_from_cache(model: "Model", graph: Graph, cache: Any) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
-def check_decomposition(model: "Model", tokens: Tensor, attention_mask: Tensor | None = None,
-                        atol: float = 1e-3) -> None:
-    """Check that every layer's heads sum to what its attention adds to the residual, up to a constant (a
-    bias): otherwise removing edges would not remove what they carry."""
-    names = [f"blocks.{l}.{n}" for l in range(model.cfg.n_layers) for n in ("attn.hook_result", "hook_attn_out")]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names=names, attention_mask=attention_mask)
+def check_decomposition(model: "Model", cache: Any, attention_mask: Tensor | None = None, atol: float = 1e-3) -> None:
+    """Check on a run's cache (``attn.hook_result`` and ``hook_attn_out`` of every layer) that every layer's
+    heads sum to what its attention adds to the residual, up to a constant (a bias): otherwise removing edges
+    would not remove what they carry."""
     for l in range(model.cfg.n_layers):
         heads = head_contributions(model, l, cache[f"blocks.{l}.attn.hook_result"]).sum(2).float()
         rest = cache[f"blocks.{l}.hook_attn_out"].float() - heads
@@ -129,7 +126,7 @@ class EdgePatcher:
     values: ablation values of the sources [n_sources, n, pos, d_model] (source-first, so a receiver's sources
     are one contiguous block and patching is a matrix product); clean: the clean run's [same];
     clean_logits, ablated_logits: last-position logits [n, d_vocab] of the model and of the run with every
-    edge removed.
+    edge removed (for corrupted-input patching: the corrupted run; otherwise computed on first use).
     """
 
     model: "Model"
@@ -139,8 +136,9 @@ class EdgePatcher:
     values: Tensor
     clean: Tensor
     clean_logits: Tensor
-    ablated_logits: Tensor | None = None
     batch_size: int = 32
+    _ablated: Tensor | None = field(default=None, repr=False)
+    _base: BaseRun | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, model: "Model", task: "Task", ablation: str = "corrupt", reference: Tensor | None = None,
@@ -162,20 +160,24 @@ class EdgePatcher:
                 "raise max_bytes, or score nodes instead (components.patching.attribution_patching by head)"
             )
         mask = task.attention_mask
-        check_decomposition(model, task.clean, mask)
         names = source_hooks(graph)
+        check = [f"blocks.{l}.hook_attn_out" for l in range(graph.n_layers)]
+        ablated = None
         with torch.no_grad():
-            clean_out, clean_cache = model.run_with_cache(task.clean, names=names, attention_mask=mask)
+            clean_out, clean_cache = model.run_with_cache(task.clean, names=names + check, attention_mask=mask,
+                                                          logits_to_keep=1)
+            check_decomposition(model, clean_cache, mask)
             clean = sources_from_cache(model, graph, clean_cache)
+            del clean_cache
             if ablation == "zero":
                 values = torch.zeros_like(clean)
             else:
                 ref = task.corrupt if reference is None or ablation != "mean" else reference
                 ref_mask = mask if ref is task.corrupt else None
-                _, ref_cache = model.run_with_cache(ref, names=names, attention_mask=ref_mask)
+                ref_out, ref_cache = model.run_with_cache(ref, names=names, attention_mask=ref_mask, logits_to_keep=1)
                 ref_values = sources_from_cache(model, graph, ref_cache)
-                if ablation == "corrupt":
-                    values = ref_values
+                if ablation == "corrupt":  # every edge removed: exactly the corrupted run
+                    values, ablated = ref_values, ref_out[:, -1]
                 elif ablation == "mean":
                     if ref_values.shape[2] != p:
                         raise UncoverError(f"mean ablation reference has {ref_values.shape[2]} positions, the task {p}")
@@ -184,9 +186,14 @@ class EdgePatcher:
                     g = torch.Generator().manual_seed(seed)
                     perm = torch.randperm(n, generator=g)
                     values = ref_values[:, perm]
-        patcher = cls(model, task, graph, ablation, values, clean, clean_out[:, -1], batch_size=batch_size)
-        patcher.ablated_logits = patcher.run([torch.zeros(graph.n_sources, graph.n_receivers)])[0]
-        return patcher
+        return cls(model, task, graph, ablation, values, clean, clean_out[:, -1], batch_size=batch_size, _ablated=ablated)
+
+    @property
+    def ablated_logits(self) -> Tensor:
+        """Last-position logits [n, d_vocab] with every edge removed."""
+        if self._ablated is None:
+            self._ablated = self.run([torch.zeros(self.graph.n_sources, self.graph.n_receivers)])[0]
+        return self._ablated
 
     # ---- the hooks of one patched run ----------------------------------------------------------
     def hooks(self, keep: Tensor) -> list[tuple[str, Callable]]:
@@ -255,8 +262,9 @@ class EdgePatcher:
     @torch.no_grad()
     def run(self, keeps: Sequence[Tensor], progress=None) -> list[Tensor]:
         """Last-position logits [n, d_vocab] of the clean prompts with each mask's edges removed."""
-        base = base_run(self.model, self.task.clean, self.task.attention_mask, logits_to_keep=1)
-        n = self.task.clean.shape[0]
+        if self._base is None:  # the clean run the variants start from (its residuals), once per patcher
+            self._base = base_run(self.model, self.task.clean, self.task.attention_mask, logits_to_keep=1)
+        base, n = self._base, self.task.clean.shape[0]
 
         def variant(keep: Tensor) -> list[tuple[str, Callable]]:
             return self.hooks(keep)
