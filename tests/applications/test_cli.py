@@ -42,7 +42,7 @@ def test_prune_saves_a_smaller_model(app, align_lm, tmp_path, monkeypatch):
     (["prune", "tiny", "--share", "1.5"], "between 0 and 1"),
     (["prune", "tiny", "--share", "0.2", "--unit", "layers"], "heads' or 'neurons"),
     (["prune", "tiny", "--by", "size"], "unknown importance method"),
-    (["align", "lying", "tiny"], "lying heads are not built"),
+    (["align", "lying", "tiny"], "no chat template"),
 ])
 def test_bad_input_is_refused(app, align_lm, monkeypatch, args, message):
     monkeypatch.setattr(uc, "load", lambda name: align_lm)

@@ -11,7 +11,8 @@ from uncover.report.section import ReportContext
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"calibration": 2, "heldout": 2, "seq_len": 16, "ioi": 0, "facts": 0, "shares": [0.1, 0.2, 0.3],
         "units": ["heads"], "bias_counts": [1, 2], "vectors": [4], "aligned": [4], "alphas": [0.1],
-        "lists": ["negative"]}
+        "lists": ["negative"], "wrappers": None,
+        "lying": None}  # lying heads and the wrapper toy have their own tests (test_lying.py, test_wrappers.py)
 
 
 def _pruning_data(best_ppl=20.0):
@@ -57,3 +58,20 @@ def test_section_computes_and_renders_on_a_tiny_model(align_lm, tmp_path):
         assert "error" not in data[part], data[part]
     html = R.SECTION.render(copy.deepcopy(data))
     assert "Pruning heads by importance" in html and "Bias heads" in html and "http" not in html.replace("https://", "")
+
+
+def test_wrapper_part_renders_a_saved_result_and_a_failure():
+    import dataclasses
+
+    from uncover.applications.wrappers import WrapperConfig, WrapperResult
+
+    fields = {"config": dataclasses.asdict(WrapperConfig()), "pretrained_acc": 0.99, "pretrained_finetune_acc": 0.3,
+              "finetuned_acc": 0.3, "finetuned_finetune_acc": 0.95, "random_acc": 0.05, "probe_sites": ["blocks.0"],
+              "probe": {"pretrained": [0.99], "finetuned": [0.8], "random": [0.5]}, "n_units": 100,
+              "prune_counts": [0, 2], "prune": {"greedy search": {"capability": [0.3, 0.9], "finetune": [0.95, 0.4],
+                                                                  "units": ["L0N1", "L1N2"]}},
+              "revive_curve": [0.3, 0.95], "scratch_curve": [0.05, 0.2, 0.95], "revive_steps": 1, "scratch_steps": 2}
+    html = R.render_wrapper_part({"result": WrapperResult(**fields).to_fields()})
+    assert "Fine-tuning wrappers" in html and "Plotly.newPlot" in html
+    assert "failed: boom" in R.render_wrapper_part({"error": "boom"})
+    assert "Lying heads failed: boom" in R.render_lying_part({"error": "boom"})

@@ -4,8 +4,11 @@ Quick default (smollm2, about 60-90 s on 2 idle CPU cores): iterative head pruni
 measures at 10/20/30% with held-out perplexity, IOI logit difference and fact accuracy; the best measure's
 20% plan built as a physically smaller model (parameters, forward speed, logits against the masks); bias
 heads masked one by one on held-out templates; the negative-sentiment and offensive word lists' value
-vectors and probe direction with their interventions. ``ctx.full``: more calibration and evaluation data,
-shares up to 50%, neurons as well as heads, more intervention strengths.
+vectors and probe direction with their interventions; lying heads (honest / lying conditions, probes, head
+patching; 24 statements, the 12 heads with the largest attribution patched, 2-3 min); the fine-tuning
+wrapper experiment on a toy counting transformer trained here (test size, about 30 s). ``ctx.full``: more
+calibration and evaluation data, shares up to 50%, neurons as well as heads, more intervention strengths,
+64 lying statements with every head patched, the default-size wrapper experiment.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from uncover.report.section import ReportContext
 SIZES = {
     "quick": {"calibration": 8, "heldout": 8, "seq_len": 128, "ioi": 16, "facts": 24, "shares": [0.1, 0.2, 0.3],
               "units": ["heads"], "bias_counts": [1, 2, 4, 8, 16], "vectors": [16, 64], "aligned": [64],
-              "alphas": [0.05, 0.15], "lists": ["negative", "offensive"]},
+              "alphas": [0.05, 0.15], "lists": ["negative", "offensive"], "wrappers": "test",
+              "lying": 24, "lying_candidates": 12},
     "full": {"calibration": 32, "heldout": 32, "seq_len": 256, "ioi": 48, "facts": 64,
              "shares": [0.1, 0.2, 0.3, 0.4, 0.5], "units": ["heads", "neurons"],
              "bias_counts": [1, 2, 4, 8, 16, 24, 32, 48], "vectors": [16, 64, 256], "aligned": [16, 64, 256],
-             "alphas": [0.02, 0.05, 0.1, 0.2], "lists": ["negative", "offensive"]},
+             "alphas": [0.02, 0.05, 0.1, 0.2], "lists": ["negative", "offensive"], "wrappers": "default",
+             "lying": 64, "lying_candidates": None},
 }
 AT_SHARE = 0.2
 BEATS = C.Threshold("beats", 0.01, "perplexity margin over the better of random and magnitude")
@@ -69,6 +74,21 @@ def _bias(model, ctx, size, cal, held) -> dict[str, Any]:
             "perplexity": r.perplexity, "top": [f"L{l}H{h}" for l, h in r.order[:8]], "crossing": r.crossing()}
 
 
+def _lying(model, ctx, size, cal, held) -> dict[str, Any]:
+    from uncover.applications.alignment.lying import lying_heads
+
+    r = lying_heads(model, n=size["lying"], candidates=size["lying_candidates"], seed=ctx.seed, progress=ctx.progress)
+    return {"result": r.to_fields()}
+
+
+def _wrappers(model, ctx, size, cal, held) -> dict[str, Any]:
+    from uncover.applications.wrappers import WrapperConfig, run_wrappers, test_config
+
+    # a toy transformer trained here (not the report's model): the fine-tuning-wrapper experiment
+    cfg = test_config(ctx.seed) if size.get("wrappers") == "test" else WrapperConfig(seed=ctx.seed)
+    return {"result": run_wrappers(cfg, progress=ctx.progress).to_fields()}
+
+
 def _toxic(model, ctx, size, cal, held) -> dict[str, Any]:
     from uncover.applications.alignment.toxic import unwanted_directions
 
@@ -87,7 +107,7 @@ def _toxic(model, ctx, size, cal, held) -> dict[str, Any]:
 class PruningAlignmentSection:
     key = "pruning_alignment"
     title = "Applications: pruning and alignment"
-    version = "1"
+    version = "2"
 
     def compute(self, model, ctx: ReportContext, sizes: dict | None = None) -> dict[str, Any]:
         from uncover.applications.pruning.curves import split_corpus
@@ -95,7 +115,10 @@ class PruningAlignmentSection:
         size = sizes or SIZES["full" if ctx.full else "quick"]
         cal, held = split_corpus(model, size["calibration"], size["heldout"], size["seq_len"], seed=ctx.seed)
         out: dict[str, Any] = {}
-        for part, fn in (("pruning", _pruning), ("bias", _bias), ("toxic", _toxic)):
+        parts = [("pruning", _pruning), ("bias", _bias), ("toxic", _toxic)]
+        parts += [("lying", _lying)] if size.get("lying") else []  # sizes may leave these out
+        parts += [("wrappers", _wrappers)] if size.get("wrappers") else []
+        for part, fn in parts:
             start = time.perf_counter()
             try:
                 out[part] = fn(model, ctx, size, cal, held)
@@ -106,7 +129,9 @@ class PruningAlignmentSection:
 
     def render(self, data: dict[str, Any]) -> str:
         return "".join(f(data.get(k, {})) for k, f in (("pruning", render_pruning), ("bias", render_bias),
-                                                        ("toxic", render_toxic)))
+                                                        ("toxic", render_toxic), ("lying", render_lying_part),
+                                                        ("wrappers", render_wrapper_part))
+                       if k in data)
 
 
 def pruning_findings(data: dict[str, Any]) -> list[str]:
@@ -246,4 +271,21 @@ def render_toxic(data: dict[str, Any]) -> str:
     return html
 
 
+def render_lying_part(data: dict[str, Any]) -> str:
+    from uncover.applications.alignment.lying import LyingResult, render_lying
+
+    if "result" not in data:
+        return H.paragraph(f"Lying heads failed: {data.get('error', 'no data')}")
+    return render_lying(LyingResult.from_fields(data["result"]))
+
+
+def render_wrapper_part(data: dict[str, Any]) -> str:
+    from uncover.applications.wrappers import WrapperResult, render_wrappers
+
+    if "result" not in data:
+        return H.paragraph(f"The fine-tuning wrapper experiment failed: {data.get('error', 'no data')}")
+    return render_wrappers(WrapperResult.from_fields(data["result"]))
+
+
 SECTION = PruningAlignmentSection()
+
