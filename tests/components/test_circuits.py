@@ -352,3 +352,17 @@ def test_mask_gradients_are_minus_eap_at_the_full_model(models, arch):
     assert torch.autograd.grad(task.metric(patcher.run_with_grad(half)[:, None]), half)[0].abs().sum() > 0
     with pytest.raises(UncoverError, match="requires grad"):
         patcher.run_with_grad(torch.ones(g.n_sources, g.n_receivers))
+
+
+def test_signed_ranking_picks_the_helpful_edges():
+    from uncover.components.circuits.evaluate import select
+
+    g = Graph(1, 2, mlp=False)
+    scores = torch.zeros(g.n_sources, g.n_receivers)
+    r = g.logits_receiver
+    scores[0, r], scores[g.head_source(0, 0), r], scores[g.head_source(0, 1), r] = -0.5, 2.0, -1.0
+    assert select(g, scores, top_n=1, prune=False)[g.head_source(0, 0), r]  # |2.0| is the largest
+    signed = select(g, scores, top_n=2, prune=False, by="signed")
+    assert signed[g.head_source(0, 1), r] and signed[0, r] and not signed[g.head_source(0, 0), r]
+    with pytest.raises(UncoverError, match="signed"):
+        select(g, scores, top_n=1, by="sign")

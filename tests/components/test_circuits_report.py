@@ -14,7 +14,7 @@ from tests.report_numbers import thresholds, unmatched_numbers
 from uncover.report.section import ReportContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = {"tasks": ["ioi"], "n": 3, "methods": ["eap", "eap-ig"], "steps": 2, "points": 5}
+TINY = {"tasks": ["ioi"], "n": 3, "methods": ["eap", "eap-ig"], "rankings": ["abs", "signed"], "steps": 2, "points": 5}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,6 @@ def test_wording_follows_the_data(data):
             set_curve(d, 0.9, 0)
             d["n_edges"] = n_edges
         return _render(data, edit)
-    first = data["tasks"]["ioi"]["methods"]["eap"]["edges"][0]
+    first = data["tasks"]["ioi"]["methods"]["eap (abs)"]["edges"][0]
     assert any("a sparse circuit" in l for l in share(first * 100))
     assert any("not a sparse circuit" in l for l in share(first * 2))

@@ -1,7 +1,9 @@
 """Circuits from edge scores, and how faithful they are.
 
-- ``select``: the top-n edges by |score| (or those above a threshold), then dangling edges pruned;
-  ``grow``: greedy growth from the logits (the best-scoring edge into a node already in the circuit).
+- ``select``: the top-n edges (or those above a threshold), then dangling edges pruned; ``grow``: greedy
+  growth from the logits (the best-scoring edge into a node already in the circuit). Edges rank by
+  ``by="abs"`` (|score|, auto-circuit's convention: edges that matter either way) or ``by="signed"`` (the
+  edges that help the task: the most negative scores, whose removal lowers the metric most; eap / eap-ig).
 - ``prune_dangling``: keep an edge only on a path from the embedding to the logits through kept edges.
 - ``faithfulness_curve``: faithfulness ``(m(circuit) - m(ablated)) / (m(model) - m(ablated))`` of the
   top-n circuits for a list of n, under the ablation the patcher states; the smallest circuit reaching a
@@ -56,18 +58,25 @@ def prune_dangling(g: Graph, keep: Tensor) -> Tensor:
     return keep & reach[: g.n_sources, None] & useful[node][None, :]
 
 
-def _abs_scores(g: Graph, scores: Tensor) -> Tensor:
-    return torch.where(g.allowed, scores.float().abs(), torch.full((), -1.0))
+RANKINGS = ("abs", "signed")
+
+
+def _ranked(g: Graph, scores: Tensor, by: str = "abs") -> Tensor:
+    """The key edges are ranked by (larger first); -inf where no edge exists."""
+    if by not in RANKINGS:
+        raise UncoverError(f"rank edges by 'abs' (|score|) or 'signed' (helpful edges first), not {by!r}")
+    key = scores.float().abs() if by == "abs" else -scores.float()
+    return torch.where(g.allowed, key, torch.full((), float("-inf")))
 
 
 def select(g: Graph, scores: Tensor, top_n: int | None = None, threshold: float | None = None,
-           prune: bool = True) -> Tensor:
-    """The circuit (bool [S, R]) of the ``top_n`` edges with the largest |score|, or those with |score| >=
-    ``threshold``; dangling edges pruned unless ``prune=False``."""
+           prune: bool = True, by: str = "abs") -> Tensor:
+    """The circuit (bool [S, R]) of the ``top_n`` best-ranked edges (``by``: see the module docstring), or
+    those whose key (|score|, or -score) is >= ``threshold``; dangling edges pruned unless ``prune=False``."""
     g.check_scores(scores)
     if (top_n is None) == (threshold is None):
-        raise UncoverError("pass exactly one of top_n (a number of edges) or threshold (a minimum |score|)")
-    a = _abs_scores(g, scores)
+        raise UncoverError("pass exactly one of top_n (a number of edges) or threshold (a minimum key)")
+    a = _ranked(g, scores, by)
     if top_n is not None:
         if top_n < 0:
             raise UncoverError(f"top_n must be >= 0, got {top_n}")
@@ -79,20 +88,20 @@ def select(g: Graph, scores: Tensor, top_n: int | None = None, threshold: float 
     return prune_dangling(g, keep) if prune else keep
 
 
-def grow(g: Graph, scores: Tensor, n_edges: int) -> Tensor:
-    """Greedy growth from the logits: repeatedly add the best-|score| edge into a node already connected to
+def grow(g: Graph, scores: Tensor, n_edges: int, by: str = "abs") -> Tensor:
+    """Greedy growth from the logits: repeatedly add the best-ranked edge into a node already connected to
     the logits, until ``n_edges`` edges (bool [S, R]; then dangling edges pruned)."""
     g.check_scores(scores)
-    a = _abs_scores(g, scores)
+    a = _ranked(g, scores, by)
     node = _receiver_node_index(g)
     in_circuit = torch.zeros(g.n_sources + 1, dtype=torch.bool)
     in_circuit[g.n_sources] = True
     keep = torch.zeros_like(g.allowed)
     for _ in range(min(n_edges, g.n_edges)):
         open_ = in_circuit[node][None, :] & ~keep & g.allowed
-        cand = torch.where(open_, a, torch.full((), -2.0))
+        cand = torch.where(open_, a, torch.full((), float("-inf")))
         i = int(cand.flatten().argmax())
-        if float(cand.flatten()[i]) < -1:
+        if not bool(open_.view(-1)[i]):
             break
         s, r = divmod(i, g.n_receivers)
         keep[s, r] = True
@@ -118,6 +127,7 @@ class FaithfulnessCurve(Result):
     metric_ablated: float
     ablation: str
     method: str
+    by: str = "abs"
     target: float = TARGET
     seconds_per_circuit: float = 0.0
     nodes: dict = field(default_factory=dict)  # str(requested) -> the circuit's nodes
@@ -146,19 +156,25 @@ def circuit_nodes(g: Graph, keep: Tensor) -> list[str]:
 
 
 def faithfulness_curve(model: "Model", task: "Task", scores: EdgeScores, counts: Sequence[int] | None = None,
-                       patcher: EdgePatcher | None = None, how: str = "top", progress: Progress = no_progress,
-                       **build) -> FaithfulnessCurve:
+                       patcher: EdgePatcher | None = None, how: str = "top", by: str = "abs",
+                       progress: Progress = no_progress, **build) -> FaithfulnessCurve:
     """Faithfulness of the circuit of each size in ``counts`` (default: log-spaced 10 .. all edges), chosen
-    from ``scores`` by ``how`` (top: top-n by |score|; grow: greedy growth from the logits)."""
+    from ``scores`` by ``how`` (top: the top-n edges; grow: greedy growth from the logits), edges ranked
+    ``by`` abs or signed (see the module docstring; ACDC's scores are sizes: abs only)."""
     patcher = patcher or EdgePatcher.build(model, task, scores.ablation, **build)
     if patcher.ablation != scores.ablation:
         raise UncoverError(f"the scores were computed under {scores.ablation!r} ablation and the patcher ablates "
                            f"with {patcher.ablation!r}; evaluate under the ablation you scored with")
     if how not in ("top", "grow"):
         raise UncoverError(f"how must be 'top' or 'grow', not {how!r}")
+    if by == "signed" and scores.method == "acdc":
+        raise UncoverError("ACDC scores are the tau an edge survives, not a signed effect: rank them by='abs'")
     g = patcher.graph
     counts = list(counts) if counts is not None else default_counts(g.n_edges)
-    pick = (lambda n: select(g, scores.scores, top_n=n)) if how == "top" else (lambda n: grow(g, scores.scores, n))
+    if how == "top":
+        pick = lambda n: select(g, scores.scores, top_n=n, by=by)  # noqa: E731
+    else:
+        pick = lambda n: grow(g, scores.scores, n, by=by)  # noqa: E731
     keeps = [pick(n) for n in counts]
 
     start = time.perf_counter()
@@ -168,7 +184,7 @@ def faithfulness_curve(model: "Model", task: "Task", scores: EdgeScores, counts:
         counts, [int(k.sum()) for k in keeps], [patcher.faithfulness(lo) for lo in logits],
         [patcher.metric(lo) for lo in logits], [patcher.kl(lo) for lo in logits], g.n_edges,
         patcher.metric(patcher.clean_logits), patcher.metric(patcher.ablated_logits), patcher.ablation,
-        scores.method, TARGET, seconds, {str(n): circuit_nodes(g, k) for n, k in zip(counts, keeps)},
+        scores.method, by, TARGET, seconds, {str(n): circuit_nodes(g, k) for n, k in zip(counts, keeps)},
     )
 
 

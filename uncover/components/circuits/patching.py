@@ -214,6 +214,8 @@ class EdgePatcher:
         if diff is not None and k0:
             diff[:k0] -= self.clean[:k0]
         filled = [k0]
+        # running sums of the differences over the first k sources, {k: [b * p * d]} (not when differentiating)
+        prefix = {} if grad else {k0: diff[:k0].reshape(k0, -1).sum(0) if k0 else torch.zeros(b * p * d)}
 
         def record(kind: str, layer: int | None = None) -> Callable:
             def fn(t: Tensor, hook) -> None:
@@ -223,19 +225,33 @@ class EdgePatcher:
                     parts.append(values[i:j] - new)
                 else:
                     diff[i:j] -= new
+                    prefix[j] = prefix[i] + diff[i:j].reshape(j - i, -1).sum(0)
                 filled[0] = j
             return fn
 
         def receive(k: int, cols: slice | int) -> Callable:
-            w = ablate[:k, cols]
+            w = ablate[:k, cols]  # [k, heads] or [k]: the weight of each source's difference
+            w2 = w if w.dim() == 2 else w[:, None]
             if not grad and not bool((w != 0).any()):
                 return lambda t, hook: None
+            # Every receiver of a group reads all k earlier sources, so sum_s w diff_s = sum_s diff_s -
+            # sum_s kept diff_s: a small circuit (few kept rows) costs one sum, not a product with every row.
+            kept = 1 - w2
+            complement = not grad and int(kept.ne(0).sum()) < int(w2.ne(0).sum())
+            # the few nonzero weights as a sparse [heads, k] matrix: only their rows of src are read
+            sparse = None if grad else (kept if complement else w2).T.to_sparse()
 
             def fn(t: Tensor, hook) -> Tensor:
                 src = (diff if diff is not None else torch.cat(parts))[:k].reshape(k, -1)  # [k, b * p * d]
+                if grad:
+                    out = w2.T @ src
+                elif complement:
+                    out = prefix[k][None] - torch.sparse.mm(sparse, src)
+                else:
+                    out = torch.sparse.mm(sparse, src)
                 if isinstance(cols, int):
-                    return t + (w @ src).view(b, p, d).to(t.dtype)
-                return t + (w.T @ src).view(-1, b, p, d).permute(1, 2, 0, 3).to(t.dtype)
+                    return t + out.view(b, p, d).to(t.dtype)
+                return t + out.view(-1, b, p, d).permute(1, 2, 0, 3).to(t.dtype)
             return fn
 
         H, fns = graph.n_heads, [] if start else [(EMBED, record("embed"))]

@@ -2,8 +2,9 @@
 
 Quick default (smollm2, about 2-4 min on 2 idle CPU cores): IOI with 16 prompt pairs; EAP and EAP-IG (5
 steps) over every edge; faithfulness of the top-n circuits at log-spaced sizes under corrupted-input
-patching; the smallest circuit reaching the target, drawn, with the head classes it contains (previous-
-token, duplicate-token and induction heads from the heads tools, and heads writing the answer directly).
+patching, edges ranked by |score| and by signed score (the edges that help the task); the smallest circuit
+reaching the target, drawn, with the head classes it contains (previous-token, duplicate-token and induction
+heads from the heads tools, and heads writing the answer directly).
 ``ctx.full``: 32 pairs and greater-than, docstring and induction as well.
 """
 from __future__ import annotations
@@ -16,9 +17,10 @@ from uncover.report import html as H
 from uncover.report.section import ReportContext
 
 SIZES = {
-    "quick": {"tasks": ["ioi"], "n": 16, "methods": ["eap", "eap-ig"], "steps": 5, "points": 12},
+    "quick": {"tasks": ["ioi"], "n": 16, "methods": ["eap", "eap-ig"], "rankings": ["abs", "signed"], "steps": 5,
+              "points": 9},
     "full": {"tasks": ["ioi", "greater-than", "docstring", "induction"], "n": 32, "methods": ["eap", "eap-ig"],
-             "steps": 5, "points": 16},
+             "rankings": ["abs", "signed"], "steps": 5, "points": 16},
 }
 FAITHFUL = C.Threshold("faithful", 0.8, "faithfulness")
 SPARSE = C.Threshold("sparse", 0.05, "share of all edges")
@@ -71,33 +73,34 @@ def _task_data(model, name: str, size: dict, ctx: ReportContext) -> dict[str, An
     scores = {}
     for method in size["methods"]:
         s = discover(model, task, method, steps=size["steps"], patcher=patcher, progress=ctx.progress)
-        curve = faithfulness_curve(model, task, s, counts=default_counts(g.n_edges, size["points"]), patcher=patcher,
-                                   progress=ctx.progress)
-        i = curve.smallest()
         scores[method] = s
-        out["methods"][method] = {
-            "seconds": s.seconds, "edges": curve.edges, "faithfulness": curve.faithfulness,
-            "requested": curve.requested, "smallest": i, "top": s.top(8),
-            "seconds_per_circuit": curve.seconds_per_circuit,
-        }
+        for by in size["rankings"]:
+            curve = faithfulness_curve(model, task, s, counts=default_counts(g.n_edges, size["points"]),
+                                       patcher=patcher, by=by, progress=ctx.progress)
+            out["methods"][f"{method} ({by})"] = {
+                "method": method, "by": by, "seconds": s.seconds, "edges": curve.edges,
+                "faithfulness": curve.faithfulness, "requested": curve.requested, "smallest": curve.smallest(),
+                "top": s.top(8), "seconds_per_circuit": curve.seconds_per_circuit,
+            }
     out["metric_model"] = patcher.metric(patcher.clean_logits)
     out["metric_ablated"] = patcher.metric(patcher.ablated_logits)
-    if len(scores) >= 2:
+    if len(scores) >= 2:  # rank agreement of the first two methods' |scores|
         a, b = (scores[m].scores[g.allowed].abs() for m in size["methods"][:2])
         out["agreement"] = {"methods": size["methods"][:2], "spearman": _spearman(a, b)}
     # the circuit to draw: the fewest edges reaching the target over the methods, else the most faithful
     best = None
-    for method, d in out["methods"].items():
+    for label, d in out["methods"].items():
         i = d["smallest"]
-        cand = (0, d["edges"][i], method, i) if i is not None else (1, -max(d["faithfulness"]), method,
-                                                                     max(range(len(d["edges"])), key=lambda j: d["faithfulness"][j]))
+        cand = (0, d["edges"][i], label, i) if i is not None else (1, -max(d["faithfulness"]), label,
+                                                                    max(range(len(d["edges"])), key=lambda j: d["faithfulness"][j]))
         best = cand if best is None or cand < best else best
-    _, _, method, i = best
-    keep = select(g, scores[method].scores, top_n=out["methods"][method]["requested"][i])
-    drawn = circuit_dict(g, scores[method].scores, keep)
+    _, _, label, i = best
+    chosen = out["methods"][label]
+    keep = select(g, scores[chosen["method"]].scores, top_n=chosen["requested"][i], by=chosen["by"])
+    drawn = circuit_dict(g, scores[chosen["method"]].scores, keep)
     classes = _head_classes(model, task)
-    out["circuit"] = {"method": method, "edges": int(keep.sum()), "faithfulness": out["methods"][method]["faithfulness"][i],
-                      "reaches": out["methods"][method]["smallest"] is not None,
+    out["circuit"] = {"method": label, "edges": int(keep.sum()), "faithfulness": chosen["faithfulness"][i],
+                      "reaches": chosen["smallest"] is not None,
                       "nodes": drawn["nodes"], "picture": {**drawn, "edges": drawn["edges"][:MAX_DRAWN]},
                       "classes": {n: classes[n] for n in drawn["nodes"] if n in classes}}
     return out
@@ -165,16 +168,19 @@ def render_task(d: dict[str, Any]) -> str:
     intro = H.paragraph(
         f"{d['pairs']} prompt pairs of {d['tokens']} tokens; {d['unit']}: model {d['metric_model']:.3f}, every edge "
         f"ablated (corrupted-input patching) {d['metric_ablated']:.3f}. Faithfulness = (circuit - ablated) / "
-        f"(model - ablated) with every edge outside the circuit patched from the corrupted prompts.")
+        f"(model - ablated) with every edge outside the circuit patched from the corrupted prompts. Ranked by abs: "
+        f"the edges with the largest |score| (either sign); by signed: the edges whose removal lowers the metric "
+        f"most, so a circuit leaves out the edges that work against the task and can exceed the model (above 1).")
     faith = faithfulness_figure({m: v for m, v in d["methods"].items()}, d["n_edges"], FAITHFUL.value,
                                 f"{d['task']}: faithfulness of the top-n circuits")
     c = d["circuit"]
     pic = circuit_figure(c["picture"], f"{d['task']}: {c['method']} circuit ({c['edges']:,} edges)")
     rows = [[m, f"{v['seconds']:.1f} s", f"{v['seconds_per_circuit']:.2f} s"] + [f"{e} ({s:+.3f})" for e, s in v["top"][:3]]
-            for m, v in d["methods"].items()]
+            for m, v in d["methods"].items() if v["by"] == "abs" or len(d["methods"]) == 1]
     return (title + intro + H.findings(task_findings(d))
-            + H.plotly_figure(faith, "Faithfulness against the number of edges kept (log scale), top-n edges by "
-                                     "|score| after pruning dangling edges; dashed: the target.")
+            + H.plotly_figure(faith, "Faithfulness against the number of edges kept (log scale), top-n edges "
+                                     "after pruning dangling edges, one line per method and ranking; dashed: "
+                                     "the target.")
             + H.plotly_figure(pic, f"The circuit: nodes by layer and head (MLPs on the top row), the strongest "
                                    f"{min(MAX_DRAWN, c['edges'])} edges drawn; width follows |score|, dash: q solid, "
                                    "k dashed, v dotted; blue edges help the task. Hover for scores.")
