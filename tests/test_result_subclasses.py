@@ -22,6 +22,7 @@ MODULES = [
     "uncover.dynamics.induction", "uncover.dynamics.memorization", "uncover.dynamics.norms",
     "uncover.dynamics.trainer", "uncover.applications.editing.covariance", "uncover.applications.editing.evaluate",
     "uncover.applications.editing.rome", "uncover.applications.wrappers", "uncover.data.tasks", "uncover.applications.alignment.lying",
+    "uncover.components.circuits.discovery", "uncover.components.circuits.evaluate",
 ]
 G = torch.Generator().manual_seed(0)
 
@@ -71,6 +72,8 @@ def factories(tmp: Path) -> dict[str, callable]:
 
     rome = importlib.import_module("uncover.applications.editing.rome")  # the package exports the function rome
     from uncover.components import lens, neurons
+    from uncover.components.circuits import discovery as cd
+    ce = importlib.import_module("uncover.components.circuits.evaluate")  # the package exports the function
     from uncover.data import tasks
     from uncover.dynamics import double_descent as dd, grokking, induction, memorization, norms
     from uncover.features import evals, superposition as sp, training
@@ -127,6 +130,15 @@ def factories(tmp: Path) -> dict[str, callable]:
         "WeightEdit": lambda: rome.WeightEdit({1: _t(6, 4)}, [_request()], "rome", {"nll": [2.0, 1.0]},
                                               {"key": _t(6)}),
         "WrapperResult": _wrapper_result,
+        "EdgeScores": lambda: cd.EdgeScores(1, 2, False, False, _t(3, 7), "eap-ig", "corrupt", "ioi", "nats", 3.0,
+                                            -0.5, {"steps": 5, "ig": "inputs"}, 1.5),
+        "FaithfulnessCurve": lambda: ce.FaithfulnessCurve([10, 20], [8, 19], [0.5, 0.9], [1.0, 2.0], [0.3, 0.1], 100,
+                                                          3.0, -0.5, "corrupt", "eap", "signed", 0.8, 0.2,
+                                                          {"10": ["embed", "L0.H1", "logits"]}),
+        "CircuitEval": lambda: ce.CircuitEval(torch.rand(3, 7, generator=G) > 0.5, 9, 17, 0.85, 2.1, 0.05, 3.0, -0.5,
+                                              "zero", ["embed", "L0.H0", "logits"]),
+        "Completeness": lambda: ce.Completeness(["L0.H0", "L0.H1"], [["L0.H0"]], ["random"], [1.0], [1.1], [0.1],
+                                                {"L0.H0": 0.4, "L0.H1": 0.2}, 2.0, 3.0),
         "Task": lambda: tasks.Task("ioi", torch.ones(2, 3).long(), torch.zeros(2, 3).long(), torch.tensor([1, 2]),
                                    torch.tensor([[3, -1], [4, 5]]), "prob_diff", torch.ones(2, 3).long(),
                                    ["a b", "c d"], ["e f", "g h"], {"seed": 0}),

@@ -366,3 +366,32 @@ def test_signed_ranking_picks_the_helpful_edges():
     assert signed[g.head_source(0, 1), r] and signed[0, r] and not signed[g.head_source(0, 0), r]
     with pytest.raises(UncoverError, match="signed"):
         select(g, scores, top_n=1, by="sign")
+
+
+def test_completeness_and_minimality_against_direct_knockouts(models):
+    from uncover.components.circuits.evaluate import completeness, select
+
+    model = models("toy-attn")
+    task = _task(n=3, pos=5)
+    patcher = EdgePatcher.build(model, task)
+    g = patcher.graph
+    keep = select(g, discover(model, task, "eap", patcher=patcher).scores, top_n=30)
+    out = completeness(model, task, keep, patcher=patcher, n_random=2, classes={"layer 0": ["L0.H0", "L0.H1"]},
+                       greedy_steps=2, greedy_candidates=3)
+    assert out.kinds[:2] == ["random", "random"] and out.kinds[-1] == "greedy" and len(out.subsets[-1]) == 2
+    # one K by hand: ablate the K nodes' outputs in the circuit and in the whole model, by explicit masks
+    K = out.subsets[0]
+    circuit, whole = keep.float().clone(), g.allowed.float().clone()
+    for n in K:
+        circuit[g.source_names.index(n)] = 0
+        whole[g.source_names.index(n)] = 0
+    fc, fm = (patcher.metric(lo) for lo in patcher.run([circuit, whole]))
+    assert out.f_circuit[0] == pytest.approx(fc, abs=1e-6) and out.f_model[0] == pytest.approx(fm, abs=1e-6)
+    assert out.gaps[0] == pytest.approx(abs(fc - fm), abs=1e-6)
+    # minimality with K = {} for one node is |F(C without v) - F(C)|, a lower bound of its score
+    v = out.nodes[0]
+    alone = keep.float().clone()
+    alone[g.source_names.index(v)] = 0
+    assert out.minimality[v] >= abs(patcher.metric(patcher.run([alone])[0]) - out.metric_circuit) - 1e-6
+    with pytest.raises(UncoverError, match="no head or MLP"):
+        completeness(model, task, torch.zeros_like(keep), patcher=patcher)

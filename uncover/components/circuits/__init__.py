@@ -1,5 +1,5 @@
 """Circuits (survey §2.2, appendix C.3): the edge graph of any supported model, exact edge patching,
-discovery (EAP, EAP-IG, ACDC), circuit selection and faithfulness.
+discovery (EAP, EAP-IG, ACDC), circuit selection, faithfulness, completeness and minimality.
 
     import uncover as uc
     scores = uc.circuits.discover(model, task, method="eap-ig")        # EdgeScores [sources, receivers]
@@ -8,12 +8,12 @@ discovery (EAP, EAP-IG, ACDC), circuit selection and faithfulness.
     result = uc.circuits.evaluate(model, task, circuit)
 """
 from uncover.components.circuits.discovery import METHODS, EdgeScores, discover
-from uncover.components.circuits.evaluate import (CircuitEval, FaithfulnessCurve, evaluate, faithfulness_curve, grow,
-                                                  prune_dangling, roc_auc, select)
+from uncover.components.circuits.evaluate import (CircuitEval, Completeness, FaithfulnessCurve, completeness, evaluate,
+                                                  faithfulness_curve, grow, prune_dangling, roc_auc, select)
 from uncover.components.circuits.export import circuit_dict, to_dot, write_circuit
 from uncover.components.circuits.graph import Graph
 from uncover.components.circuits.patching import ABLATIONS, EdgePatcher
 
-__all__ = ["ABLATIONS", "METHODS", "CircuitEval", "EdgePatcher", "EdgeScores", "FaithfulnessCurve", "Graph",
-           "circuit_dict", "discover", "evaluate", "faithfulness_curve", "grow", "prune_dangling", "roc_auc",
+__all__ = ["ABLATIONS", "METHODS", "CircuitEval", "Completeness", "EdgePatcher", "EdgeScores", "FaithfulnessCurve", "Graph",
+           "circuit_dict", "completeness", "discover", "evaluate", "faithfulness_curve", "grow", "prune_dangling", "roc_auc",
            "select", "to_dot", "write_circuit"]

@@ -230,3 +230,84 @@ def evaluate(model: "Model", task: "Task", keep: Tensor, ablation: str = "corrup
     return CircuitEval(keep, int(keep.sum()), g.n_edges, patcher.faithfulness(logits), patcher.metric(logits),
                        patcher.kl(logits), patcher.metric(patcher.clean_logits), patcher.metric(patcher.ablated_logits),
                        patcher.ablation, circuit_nodes(g, keep))
+
+
+@dataclass
+class Completeness(Result):
+    """Completeness and minimality of a circuit (Wang et al. 2022), with the task metric F.
+
+    For node sets K of the circuit: F(C \\ K) (the circuit with K's outputs ablated too) against F(M \\ K) (the
+    model with K ablated); ``gaps`` = |F(C \\ K) - F(M \\ K)| (small: the circuit is complete for that K). ``kinds``
+    says how each K was chosen: random, class (a head class), greedy (grown to maximise the gap).
+    ``minimality[node]`` = max over the K tried of |F(C \\ (K + node)) - F(C \\ K)| (large: the node matters).
+    """
+
+    nodes: list[str]
+    subsets: list[list[str]]
+    kinds: list[str]
+    f_circuit: list[float]
+    f_model: list[float]
+    gaps: list[float]
+    minimality: dict[str, float]
+    metric_circuit: float
+    metric_model: float
+
+
+def _knockout(g: Graph, keep: Tensor, nodes: Sequence[str]) -> Tensor:
+    """``keep`` with every edge out of ``nodes`` removed (their outputs ablated everywhere)."""
+    out = keep.clone().float()
+    for n in nodes:
+        out[g.source_names.index(n)] = 0
+    return out
+
+
+def completeness(model: "Model", task: "Task", keep: Tensor, patcher: EdgePatcher | None = None, n_random: int = 4,
+                 classes: dict[str, Sequence[str]] | None = None, greedy_steps: int = 2, greedy_candidates: int = 8,
+                 seed: int = 0, ablation: str = "corrupt", **build) -> Completeness:
+    """Completeness gaps for random, class-based and greedy K, and each node's minimality score (see
+    ``Completeness``). keep: the circuit, bool [S, R]; classes: {class name: nodes}, e.g. the head classes."""
+    import random
+
+    patcher = patcher or EdgePatcher.build(model, task, ablation, **build)
+    g = patcher.graph
+    keep = keep.bool() & g.allowed
+    nodes = [n for n in circuit_nodes(g, keep) if n not in ("embed", "logits")]
+    if not nodes:
+        raise UncoverError("the circuit has no head or MLP node: completeness needs nodes to knock out")
+    rng = random.Random(seed)
+    full = g.allowed.float()
+
+    def f(masks: list[Tensor]) -> list[float]:
+        return [patcher.metric(lo) for lo in patcher.run(masks)]
+
+    subsets, kinds = [], []
+    for _ in range(n_random):
+        subsets.append(sorted(rng.sample(nodes, max(1, len(nodes) // 2)), key=nodes.index))
+        kinds.append("random")
+    for name, members in (classes or {}).items():
+        inside = [n for n in members if n in nodes]
+        if inside:
+            subsets.append(inside)
+            kinds.append(f"class: {name}")
+    chosen: list[str] = []
+    for _ in range(greedy_steps):  # grow K by the candidate that widens the gap most
+        cands = rng.sample([n for n in nodes if n not in chosen], min(greedy_candidates, len(nodes) - len(chosen)))
+        if not cands:
+            break
+        fc = f([_knockout(g, keep, chosen + [c]) for c in cands])
+        fm = f([_knockout(g, full, chosen + [c]) for c in cands])
+        best = max(range(len(cands)), key=lambda i: abs(fc[i] - fm[i]))
+        chosen = chosen + [cands[best]]
+        subsets.append(list(chosen))
+        kinds.append("greedy")
+    fc = f([_knockout(g, keep, K) for K in subsets])
+    fm = f([_knockout(g, full, K) for K in subsets])
+    base_ks = [[]] + subsets[:n_random]
+    without = f([_knockout(g, keep, K) for K in base_ks])  # F(C \ K), shared by every node
+    minimality = {}
+    for v in nodes:
+        ks = [i for i, K in enumerate(base_ks) if v not in K]
+        with_v = f([_knockout(g, keep, base_ks[i] + [v]) for i in ks])
+        minimality[v] = max(abs(a - without[i]) for a, i in zip(with_v, ks))
+    return Completeness(nodes, subsets, kinds, fc, fm, [abs(a - b) for a, b in zip(fc, fm)], minimality,
+                        f([keep.float()])[0], patcher.metric(patcher.clean_logits))
