@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 
 KIND_DASH = {"q": "solid", "k": "dash", "v": "dot", "": "solid"}
+LABELLED = 12  # nodes named on the picture (the strongest); hover shows every node
 
 
 def _position(node: str, n_layers: int, n_heads: int) -> tuple[float, float]:
@@ -43,9 +44,12 @@ def circuit_figure(data: Mapping[str, Any], title: str, max_edges: int = 300) ->
             strength[n] = strength.get(n, 0.0) + abs(e["score"])
     nodes = data["nodes"]
     xy = [_position(n, L, H) for n in nodes]
+    strongest = max((strength.get(n, 0.0) for n in nodes), default=1.0) or 1.0
+    named = set(sorted(nodes, key=lambda n: -strength.get(n, 0.0))[:LABELLED]) | {"embed", "logits"}
     fig.add_trace(go.Scatter(
-        x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", text=nodes, textposition="top center",
-        marker=dict(size=10, color="black"), showlegend=False,
+        x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
+        text=[n if n in named else "" for n in nodes], textposition="top center", textfont=dict(size=10),
+        marker=dict(size=[6 + 10 * strength.get(n, 0.0) / strongest for n in nodes], color="black"), showlegend=False,
         hovertext=[f"{n}: sum |score| of its edges {strength.get(n, 0.0):.4g}" for n in nodes], hoverinfo="text",
     ))
     fig.update_layout(title=title, height=max(380, 28 * (H + 2)), margin=dict(l=50, r=20, t=50, b=50),

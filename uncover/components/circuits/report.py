@@ -183,7 +183,8 @@ def render_task(d: dict[str, Any]) -> str:
                                      "the target.")
             + H.plotly_figure(pic, f"The circuit: nodes by layer and head (MLPs on the top row), the strongest "
                                    f"{min(MAX_DRAWN, c['edges'])} edges drawn; width follows |score|, dash: q solid, "
-                                   "k dashed, v dotted; blue edges help the task. Hover for scores.")
+                                   "k dashed, v dotted; blue edges help the task; the strongest nodes are named "
+                                   "and drawn larger. Hover for every node's and edge's score.")
             + H.table(rows, ["method", "discovery time", "time per circuit", "top edge", "2nd", "3rd"]))
 
 
