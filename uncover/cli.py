@@ -25,7 +25,7 @@ AREAS = [
     "uncover.applications.editing.cli",
     "uncover.applications.pruning.cli",
     "uncover.applications.alignment.cli",
-    "uncover.applications.wrappers_cli",
+    "uncover.applications.cli",
 ]
 
 

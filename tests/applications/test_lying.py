@@ -11,6 +11,7 @@ import torch
 import uncover as uc
 from tests.applications.conftest import words_tokenizer
 from tests.conftest import tiny_hf
+from uncover.applications import report as AR
 from uncover.applications.alignment import lying as ly
 from uncover.data import lying as data
 from uncover.errors import UncoverError
@@ -80,7 +81,7 @@ def test_measure_condition_matches_single_prompt_runs(lm):
         naive = sum((i in ranked) == bool(y[i]) for i in range(N)) / N
         assert row[f"{mode}_acc"] == pytest.approx(naive)
         assert row[f"{mode}_raw_acc"] == pytest.approx(sum((g > 0) == bool(v) for g, v in zip(gaps, y)) / N)
-    assert row["follows"] == (row["honest_acc"] >= ly.HONEST_MIN.value and row["lying_acc"] <= ly.LYING_MAX.value)
+    assert row["follows"] == (row["honest_acc"] >= ly.HONEST_MIN and row["lying_acc"] <= ly.LYING_MAX)
 
 
 def _manual(lm, cond):
@@ -137,7 +138,7 @@ def test_patching_matches_a_manual_run_with_hooks_loop(lm, result):
     assert result.all_heads_effect == pytest.approx((ref.metric(every) - ref.m_l) / (ref.m_h - ref.m_l), abs=1e-4)
     # the restoring set is the first size that recovers RESTORE of the accuracy gap (or none does)
     shares = [result.restored_share(a) for a in result.set_accuracy]
-    first = next((s for s, v in zip(result.set_sizes, shares) if not math.isnan(v) and v >= ly.RESTORE.value), None)
+    first = next((s for s, v in zip(result.set_sizes, shares) if not math.isnan(v) and v >= ly.RESTORE), None)
     assert result.restored_k == first
     row = next(r for r in result.conditions if r["name"] == result.chosen)  # the same statements as the search
     assert (result.honest_acc, result.lying_acc) == (row["honest_acc"], row["lying_acc"])
@@ -237,22 +238,22 @@ def _fake(followed: bool, restored: int | None, probe: float) -> ly.LyingResult:
 
 
 def test_findings_wording_follows_the_data():
-    yes = " ".join(ly.lying_findings(_fake(True, 2, 1.0)))
-    no = " ".join(ly.lying_findings(_fake(False, None, 0.5)))
+    yes = " ".join(AR.lying_findings(_fake(True, 2, 1.0)))
+    no = " ".join(AR.lying_findings(_fake(False, None, 0.5)))
     assert "answers correctly" in yes and " lies " in yes and "does not reliably" not in yes.split(";")[0]
     assert "does not reliably answer correctly" in no and "does not reliably lie" in no
     assert "in none of them" in no and "in none" not in yes
     assert "separates" in yes and "does not reliably separate" in no
     assert "2 heads (L0H0, L1H0), accuracy 85%" in yes and "No set of up to 2 heads" in no
     assert "≥ 0.8" in yes  # the restoring test is printed with its threshold
-    html = ly.render_lying(_fake(True, 2, 1.0))
+    html = AR.render_lying(_fake(True, 2, 1.0))
     assert "<table>" in html and "Lying heads" in html and "L0H0, L1H0" in html
 
 
 def test_a_share_exactly_at_the_cut_off_restores():
     r = _fake(True, 2, 1.0)
     r.honest_acc, r.lying_acc = 18 / 24, 8 / 24  # 16/24 recovers exactly 0.8 of the gap (0.79999... in floats)
-    assert r.restored_share(16 / 24) >= ly.RESTORE.value and r.restored_share(15 / 24) < ly.RESTORE.value
+    assert r.restored_share(16 / 24) >= ly.RESTORE and r.restored_share(15 / 24) < ly.RESTORE
 
 
 def test_result_round_trip(result, tmp_path):

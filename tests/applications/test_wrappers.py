@@ -10,6 +10,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from uncover.applications import report as AR
 from uncover.applications import wrappers as W
 from uncover.core.results import Result
 from uncover.dynamics.models import ToyTransformer, as_model
@@ -122,18 +123,18 @@ def test_fine_tuning_hides_the_capability(result):
     assert result.pretrained_acc >= 0.95  # measured 1.00
     assert result.finetuned_finetune_acc >= 0.9  # measured 0.97: the fine-tuning task is learned
     assert result.pretrained_finetune_acc <= 0.5  # measured 0.375: it was not before
-    assert result.capability_drop >= W.DROPS.value  # measured 0.63
+    assert result.capability_drop >= AR.DROPS.value  # measured 0.63
 
 
 def test_probe_still_reads_the_count_after_fine_tuning(result):
-    assert result.probe_margin >= W.READS.value + 0.1  # measured 0.865 vs 0.620
+    assert result.probe_margin >= AR.PROBE_READS.value + 0.1  # measured 0.865 vs 0.620
     assert result.probe_finetuned > result.finetuned_acc + 0.3  # readable, though no longer output
     assert max(result.probe["pretrained"]) >= 0.95
 
 
 def test_reverse_fine_tuning_revives_faster_than_scratch(result):
     assert result.revive_steps is not None and result.scratch_steps is not None
-    assert result.revive_speedup >= W.REVIVES.value  # measured 38 / 13 = 2.9
+    assert result.revive_speedup >= AR.REVIVES.value  # measured 38 / 13 = 2.9
     assert result.revive_curve[result.revive_steps] >= result.config["revive_acc"]
     assert all(a < result.config["revive_acc"] for a in result.scratch_curve[: result.scratch_steps])
     assert result.revive_curve[0] == pytest.approx(result.finetuned_acc)
@@ -152,13 +153,13 @@ def test_pruning_is_measured_and_worded_by_the_data(result):
         assert min(d["finetune"][1:]) < result.finetuned_finetune_acc  # the top units matter to fine-tuning
         assert len(d["units"]) == result.prune_counts[-1]
     ranking, k, share = result.best_restore()
-    restore = W.wrapper_findings(result)[2]
-    assert ("does not restore" in restore) == (share < W.RESTORES.value)
+    restore = AR.wrapper_findings(result)[2]
+    assert ("does not restore" in restore) == (share < AR.RESTORES.value)
     assert f"Pruning {k} of {result.n_units}" in restore
 
 
 def test_findings_state_each_measured_claim(result):
-    text = " ".join(W.wrapper_findings(result))
+    text = " ".join(AR.wrapper_findings(result))
     assert "drops" in text and "still reads" in text and "revives it faster" in text
     assert f"{result.probe_finetuned:.1%}" in text and f"{result.revive_steps} steps" in text
 
@@ -176,16 +177,16 @@ def _contrary(result: W.WrapperResult) -> W.WrapperResult:
 
 
 def test_findings_flip_when_the_data_say_otherwise(result):
-    flipped = W.wrapper_findings(_contrary(result))
+    flipped = AR.wrapper_findings(_contrary(result))
     assert "no longer reads" in flipped[1]
     assert "does not restore" not in flipped[2] and "restores" in flipped[2]  # 90% of the loss recovered
     assert "does not revive it clearly faster" in flipped[3]
     same = dataclasses.replace(result, finetuned_acc=result.pretrained_acc - 0.01)
-    assert "does not clearly drop" in W.wrapper_findings(same)[0]
+    assert "does not clearly drop" in AR.wrapper_findings(same)[0]
 
 
 def test_render_has_findings_plot_and_tables(result):
-    html = W.render_wrappers(result)
+    html = AR.render_wrappers(result)
     assert html.count("<table>") == 2 and "Plotly.newPlot" in html and 'class="findings"' in html
     assert "reverse fine-tuning" in html and "from scratch" in html
 
@@ -219,7 +220,7 @@ def test_bad_units_and_probe_shapes_are_refused():
 
 
 def test_cli_runs_and_saves(tmp_path):
-    from uncover.applications.wrappers_cli import register
+    from uncover.applications.cli import register
 
     app = typer.Typer()
     register(app)

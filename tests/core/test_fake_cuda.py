@@ -167,7 +167,9 @@ def test_rome():
     with fake_cuda(truth=False):
         model = uc.Model(tiny_hf("llama").to("cuda"), word_tokenizer())
         request = EditRequest("Paris", "{} is the capital of", " Rome")
-        edit = rome(model, request, RomeConfig(layer=1, steps=2, n_prefixes=1, prefix_len=4),
+        # no corpus prefixes: the corpus's token stream is cached per tokenizer, and a fake tensor cached here
+        # would leak into later tests
+        edit = rome(model, request, RomeConfig(layer=1, steps=2, n_prefixes=0, prefix_len=4),
                     covariance=torch.eye(96, device="cuda"))
         assert edit.deltas[1].shape == (96, 64)
         _on_cuda(model.W_out(1))

@@ -34,8 +34,8 @@ spreads the change over every weight rather than into a prunable wrapper, and th
 
 Every run goes through the one ``Trainer`` (``uncover.dynamics.trainer``); activations are read through
 ``uc.load(toy)`` (``Model.run_with_cache`` / ``run_with_hooks``). Randomness comes from seeded
-``torch.Generator`` objects only (the global RNG is never touched). ``wrapper_findings`` words each claim
-by a named threshold; ``render_wrappers`` is the report fragment.
+``torch.Generator`` objects only (the global RNG is never touched). ``uncover.applications.report`` words
+each claim by a named threshold and renders the report fragment.
 """
 from __future__ import annotations
 
@@ -53,14 +53,8 @@ from uncover.core.results import Progress, Result, no_progress
 from uncover.dynamics.models import ToyConfig, ToyTransformer, as_model
 from uncover.dynamics.trainer import TrainConfig, Trainer
 from uncover.errors import UncoverError
-from uncover.report import claims as C
 
-# thresholds of the three claims (conventions of this module, stated with each finding)
-READS = C.Threshold("still reads", 0.1, "probe accuracy of the fine-tuned model minus that of a random model")
-DROPS = C.Threshold("drops", 0.2, "capability accuracy lost by fine-tuning")
-FEW_UNITS = 0.05  # "a few units": at most this share of all neurons and heads
-RESTORES = C.Threshold("restores", 0.5, "share of the capability accuracy lost by fine-tuning that pruning recovers")
-REVIVES = C.Threshold("revives faster", 2.0, "steps from scratch / steps of reverse fine-tuning", "x")
+FEW_UNITS = 0.05  # "a few units": at most this share of all neurons and heads (the claims: applications/report.py)
 RANKINGS = ("fine-tune importance", "capability gain", "greedy search")
 GREEDY_CANDIDATES = 16  # the greedy search picks among the top units of each attribution ranking
 
@@ -489,67 +483,3 @@ def run_wrappers(cfg: WrapperConfig | None = None, progress: Progress = no_progr
 
 
 # ---- findings and the report fragment --------------------------------------------------------------------
-def wrapper_findings(r: WrapperResult) -> list[str]:
-    """One sentence per claim, its wording chosen by the named threshold on the data."""
-    cfg = r.config
-    A, B = cfg["capability_token"], cfg["finetune_token"]
-    drop = C.at_least(r.capability_drop, DROPS, "drops", "does not clearly drop")
-    out = [f"Pre-training teaches the count of token {A} ({r.pretrained_acc:.1%} of positions right, "
-           f"{r.random_acc:.1%} untrained); fine-tuning on the count of token {B} ({r.finetuned_finetune_acc:.1%} "
-           f"right after, {r.pretrained_finetune_acc:.1%} before) the capability's accuracy {drop} to "
-           f"{r.finetuned_acc:.1%}."]
-    reads = C.at_least(r.probe_margin, READS, "still reads", "no longer reads")
-    out.append(f"After fine-tuning a linear probe {reads} the count of token {A}: {r.probe_finetuned:.1%} held-out "
-               f"accuracy (best layer) against {r.probe_random:.1%} on a randomly initialised model and "
-               f"{max(r.probe['pretrained']):.1%} on the pre-trained one.")
-    ranking, k, share = r.best_restore()
-    few = int(math.floor(FEW_UNITS * r.n_units))
-    if ranking:
-        i = r.prune_counts.index(k)
-        restores = C.at_least(share if k <= few else float("nan"), RESTORES, "restores", "does not restore")
-        out.append(f"Pruning {k} of {r.n_units} units ({k / r.n_units:.1%}; ranked by {ranking}) {restores} the "
-                   f"pre-training behaviour: capability accuracy {r.finetuned_acc:.1%} -> "
-                   f"{r.prune[ranking]['capability'][i]:.1%}, {share:.0%} of what fine-tuning removed "
-                   f"(top units: {', '.join(r.prune[ranking]['units'][:5])}).")
-    else:
-        out.append(f"Pruning does not restore the pre-training behaviour: fine-tuning removed no capability "
-                   f"accuracy to recover ({r.capability_drop:+.1%}).")
-    speed = C.at_least(r.revive_speedup, REVIVES, "revives it faster", "does not revive it clearly faster")
-    rev = f"{r.revive_steps} steps" if r.revive_steps is not None else f"not within {len(r.revive_curve) - 1} steps"
-    scr = (f"{r.scratch_steps} steps" if r.scratch_steps is not None
-           else f"not within {len(r.scratch_curve) - 1} steps")
-    out.append(f"Reverse fine-tuning on the count of token {A} {speed} than learning it from scratch (same "
-               f"optimiser and batches): {cfg['revive_acc']:.0%} accuracy after {rev} against {scr}.")
-    return out
-
-
-def revive_figure(r: WrapperResult):
-    """Capability accuracy against training steps: reverse fine-tuning vs from scratch, with the threshold."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, curve in (("reverse fine-tuning", r.revive_curve), ("from scratch", r.scratch_curve)):
-        fig.add_trace(go.Scatter(x=list(range(len(curve))), y=list(curve), mode="lines", name=name))
-    fig.add_hline(y=r.config["revive_acc"], line_dash="dash", line_color="#999",
-                  annotation_text=f"{r.config['revive_acc']:.0%}")
-    fig.update_layout(height=320, xaxis_title="training steps on the pre-training task",
-                      yaxis_title="capability accuracy", yaxis_range=[0, 1.02], margin=dict(l=60, r=20, t=30, b=50))
-    return fig
-
-
-def render_wrappers(r: WrapperResult) -> str:
-    """HTML fragment: findings, the revival plot, the pruning table."""
-    from uncover.report import html as H
-
-    rows = []
-    for ranking, d in r.prune.items():
-        for i, k in enumerate(r.prune_counts):
-            rows.append([ranking, k, f"{d['capability'][i]:.1%}", f"{d['finetune'][i]:.1%}"])
-    probe_rows = [[site] + [f"{r.probe[m][i]:.1%}" for m in ("pretrained", "finetuned", "random")]
-                  for i, site in enumerate(r.probe_sites)]
-    return ("<h3>Fine-tuning wrappers (toy counting transformer)</h3>" + H.findings(wrapper_findings(r))
-            + H.plotly_figure(revive_figure(r), "Capability accuracy on held-out sequences after each step: the "
-                                                "fine-tuned model trained back on the pre-training task, against "
-                                                "the same training from the pre-training initialisation.")
-            + H.table(probe_rows, ["probe site", "pre-trained", "fine-tuned", "random init"])
-            + H.table(rows, ["ranking", "units pruned", "capability accuracy", "fine-tune task accuracy"]))

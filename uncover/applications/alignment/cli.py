@@ -63,7 +63,8 @@ def align_command(
 
 
 def _lying(m, n: int, candidates: int | None, out: str) -> None:
-    from uncover.applications.alignment.lying import lying_findings, lying_heads
+    from uncover.applications.alignment.lying import lying_heads
+    from uncover.applications.report import lying_findings
     from uncover.core.results import RichProgress
 
     r = lying_heads(m, n=n, candidates=candidates, progress=RichProgress(transient=True))

@@ -34,16 +34,15 @@ from uncover.core.results import Progress, Result, no_progress
 from uncover.core.variants import attribution, base_run, run_variants
 from uncover.data.lying import ANSWERS, CONDITIONS, Condition, lying_prompts, lying_statements
 from uncover.errors import UncoverError
-from uncover.report import claims as C
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
 
-# cut-offs of the wording and of the choices (uncover.report.claims); each is printed with its claim
-HONEST_MIN = C.Threshold("honest", 0.7, "honest accuracy")
-LYING_MAX = C.Threshold("lying", 0.3, "lying accuracy")
-RESTORE = C.Threshold("restore", 0.8, "share of the honest - lying accuracy gap restored")
-READS = C.Threshold("reads", 0.9, "probe held-out accuracy")
+# cut-offs of the choices; uncover/applications/report.py prints each with the claim it decides
+HONEST_MIN = 0.7  # honest accuracy at least
+LYING_MAX = 0.3  # lying accuracy at most
+RESTORE = 0.8  # share of the honest - lying accuracy gap a head set must restore
+READS = 0.9  # probe held-out accuracy that counts as reading the condition
 POSITIONS = ("all", "last")
 # joint head-set sizes tried in turn (then every size between the last failing and the first restoring one)
 SCHEDULE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -119,7 +118,7 @@ def signed_metric(gap: Tensor, labels: Tensor) -> Tensor:
 
 def follows(honest_acc: float, lying_acc: float) -> bool:
     """The stated test of following the lying instruction: honest >= HONEST_MIN and lying <= LYING_MAX."""
-    return honest_acc >= HONEST_MIN.value and lying_acc <= LYING_MAX.value
+    return honest_acc >= HONEST_MIN and lying_acc <= LYING_MAX
 
 
 def _labels(statements) -> Tensor:
@@ -200,7 +199,7 @@ class LyingResult(Result):
 
 def _restores(result_like: LyingResult, accuracy: float) -> bool:
     share = result_like.restored_share(accuracy)
-    return not math.isnan(share) and share >= RESTORE.value
+    return not math.isnan(share) and share >= RESTORE
 
 
 def _head_edits(z_src: dict[str, Tensor], heads: Sequence[tuple[int, int]], positions: Any) -> list:
@@ -319,98 +318,3 @@ def lying_heads(model: "Model", conditions: Sequence[Condition] = CONDITIONS, n:
         result.set_effect.append(measured[k][1])
     result.restored_k = next((k for k in sorted(measured) if _restores(result, measured[k][0])), None)
     return result
-
-
-# ---- findings and rendering --------------------------------------------------------------------------
-def _label(hd: Sequence[int]) -> str:
-    return f"L{hd[0]}H{hd[1]}"
-
-
-def condition_claims(row: dict) -> tuple[C.Claim, C.Claim]:
-    """(honest claim, lying claim) of one condition row: answers correctly / follows the lie."""
-    honest = C.at_least(row["honest_acc"], HONEST_MIN, "answers correctly", "does not reliably answer correctly")
-    lying = C.at_most(row["lying_acc"], LYING_MAX, "lies", "does not reliably lie")
-    return honest, lying
-
-
-def lying_findings(result: LyingResult) -> list[str]:
-    """A few sentences of measured findings; every qualitative word is chosen by a stated test."""
-    out = []
-    first = result.conditions[0]
-    honest, lying = condition_claims(first)
-    out.append(f"In the first condition ({first['name']}, {first['n']} statements, calibrated accuracy: the half "
-               f"with the larger logit(True) - logit(False) answer True) the model {honest} when told to be honest "
-               f"({first['honest_acc']:.0%}) and {lying} when told to lie ({first['lying_acc']:.0%}); at the raw "
-               f"threshold it answers True on {first['honest_true_share']:.0%} / {first['lying_true_share']:.0%} "
-               f"of statements (raw accuracy {first['honest_raw_acc']:.0%} / {first['lying_raw_acc']:.0%}).")
-    passing = [r["name"] for r in result.conditions if r["follows"]]
-    tried = "; ".join(f"{r['name']}: honest {r['honest_acc']:.0%}, lying {r['lying_acc']:.0%}" for r in result.conditions)
-    test = f"{HONEST_MIN.what} ≥ {HONEST_MIN.fmt()} and {LYING_MAX.what} ≤ {LYING_MAX.fmt()}"
-    if result.followed:
-        out.append(f"Conditions tried ({tried}); the model follows the lying instruction (test: {test}) in "
-                   f"{', '.join(passing)}; the analysis below uses {result.chosen}.")
-    else:
-        out.append(f"Conditions tried ({tried}); the model follows the lying instruction (test: {test}) in none "
-                   f"of them; the analysis below uses the widest honest - lying gap, {result.chosen} "
-                   f"({result.honest_acc:.0%} vs {result.lying_acc:.0%}), and it fails the test, so the heads below carry a partial lie.")
-    best = int(result.resid_probe.argmax())
-    reads = C.at_least(float(result.resid_probe[best]), READS, "separates", "does not reliably separate")
-    n_heads = int((result.head_probe >= READS.value).sum())
-    hb = divmod(int(result.head_probe.flatten().argmax()), result.head_probe.shape[1])
-    out.append(f"A {result.meta.get('probe', 'linear')} probe on the last position's residual {reads} honest from "
-               f"lying runs, best at layer {best} ({float(result.resid_probe[best]):.0%} held out); "
-               f"{n_heads} of {result.head_probe.numel()} heads' outputs reach {READS.fmt()} (best "
-               f"{_label(hb)}, {float(result.head_probe[hb]):.0%}).")
-    top = ", ".join(f"{_label(hd)} ({float(result.patch_effect[hd]):+.2f})" for hd in result.order[:4])
-    ceiling = C.at_least(result.restored_share(result.all_heads_accuracy), RESTORE, "restores", "does not restore")
-    out.append(f"Patching single heads from the honest into the lying run (normalised effect: 0 lying, 1 honest), "
-               f"strongest: {top}; patching every head at once {ceiling} honest answers "
-               f"({result.all_heads_accuracy:.0%}).")
-    if result.restored_k is not None:
-        j = result.set_sizes.index(result.restored_k)
-        out.append(f"The smallest set of heads, best first, whose joint patching restores honest answers (test: "
-                   f"{RESTORE.what} ≥ {RESTORE.fmt()}): {result.restored_k} heads "
-                   f"({', '.join(_label(hd) for hd in result.heads())}), accuracy {result.set_accuracy[j]:.0%} "
-                   f"against {result.honest_acc:.0%} honest and {result.lying_acc:.0%} lying.")
-    elif result.set_sizes:
-        j = max(range(len(result.set_sizes)), key=lambda i: result.set_accuracy[i])
-        out.append(f"No set of up to {result.set_sizes[-1]} heads (best first) restores honest answers (test: "
-                   f"{RESTORE.what} ≥ {RESTORE.fmt()}); the best, {result.set_sizes[j]} heads, reaches "
-                   f"{result.set_accuracy[j]:.0%} against {result.honest_acc:.0%} honest and "
-                   f"{result.lying_acc:.0%} lying.")
-    return out
-
-
-def lying_figure(result: LyingResult):
-    """Plotly heatmaps [n_layers, n_heads]: measured patching effect and head probe accuracy."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("patching effect (0 lying, 1 honest)",
-                                                        "probe accuracy honest vs lying"))
-    fig.add_trace(go.Heatmap(z=result.patch_effect.tolist(), colorscale="RdBu", zmid=0, showscale=False), 1, 1)
-    fig.add_trace(go.Heatmap(z=result.head_probe.tolist(), colorscale="Viridis", showscale=False), 1, 2)
-    for col in (1, 2):
-        fig.update_xaxes(title_text="head", row=1, col=col)
-        fig.update_yaxes(title_text="layer", row=1, col=col)
-    fig.update_layout(height=420, margin=dict(l=40, r=20, t=40, b=40))
-    return fig
-
-
-def render_lying(result: LyingResult) -> str:
-    """An HTML fragment: findings, the conditions table, the head-set table and the heatmaps."""
-    from uncover.report import html as H
-
-    cond = [[r["name"], r["tokens"], f"{r['honest_acc']:.0%}", f"{r['lying_acc']:.0%}",
-             f"{r['honest_raw_acc']:.0%}", f"{r['lying_raw_acc']:.0%}", "yes" if r["follows"] else "no"]
-            for r in result.conditions]
-    sets = [[k, ", ".join(_label(hd) for hd in result.order[:k]), f"{a:.0%}", f"{e:+.2f}"]
-            for k, a, e in zip(result.set_sizes, result.set_accuracy, result.set_effect)]
-    sets.append(["all", "every head", f"{result.all_heads_accuracy:.0%}", f"{result.all_heads_effect:+.2f}"])
-    return ("<h3>Lying heads</h3>" + H.findings(lying_findings(result))
-            + H.table(cond, ["condition", "tokens", "honest acc", "lying acc", "honest raw", "lying raw",
-                             "follows"])
-            + H.plotly_figure(lying_figure(result), f"Chosen condition: {result.chosen}. Left: each candidate head's "
-                                                     "hook_z patched from the honest run (grey: not measured). "
-                                                     "Right: held-out probe accuracy per head.")
-            + H.table(sets, ["heads patched", "heads", "accuracy", "normalised effect"]))

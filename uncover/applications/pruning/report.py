@@ -272,7 +272,8 @@ def render_toxic(data: dict[str, Any]) -> str:
 
 
 def render_lying_part(data: dict[str, Any]) -> str:
-    from uncover.applications.alignment.lying import LyingResult, render_lying
+    from uncover.applications.alignment.lying import LyingResult
+    from uncover.applications.report import render_lying
 
     if "result" not in data:
         return H.paragraph(f"Lying heads failed: {data.get('error', 'no data')}")
@@ -280,7 +281,8 @@ def render_lying_part(data: dict[str, Any]) -> str:
 
 
 def render_wrapper_part(data: dict[str, Any]) -> str:
-    from uncover.applications.wrappers import WrapperResult, render_wrappers
+    from uncover.applications.report import render_wrappers
+    from uncover.applications.wrappers import WrapperResult
 
     if "result" not in data:
         return H.paragraph(f"The fine-tuning wrapper experiment failed: {data.get('error', 'no data')}")

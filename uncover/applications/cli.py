@@ -1,4 +1,5 @@
-"""`uncover wrappers`: the fine-tuning wrapper experiment (Jain et al. 2023) on a toy counting transformer."""
+"""`uncover wrappers`: the fine-tuning wrapper experiment (Jain et al. 2023) on a toy counting transformer
+(the applications area's own commands; editing, pruning and alignment register theirs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,8 @@ def wrappers_command(
 
     import torch
 
-    from uncover.applications.wrappers import WrapperConfig, run_wrappers, test_config, wrapper_findings
+    from uncover.applications.report import wrapper_findings
+    from uncover.applications.wrappers import WrapperConfig, run_wrappers, test_config
     from uncover.core.results import RichProgress
     from uncover.errors import UncoverError
 
