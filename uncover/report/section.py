@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
 from uncover.core.results import Progress, no_progress
 
@@ -47,3 +47,19 @@ class Section(Protocol):
     def render(self, data: dict[str, Any]) -> str:
         """HTML fragment (use uncover.report.html helpers) built from compute()'s data only."""
         ...
+
+
+def run_parts(parts: Sequence[tuple[str, Callable[[], dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """{name: fn()} for the independent parts of a section, each with its wall time in ``"seconds"``; a part
+    that raises records ``{"error": "Type: message"}`` (which its render shows) and the others still run."""
+    import time
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, fn in parts:
+        start = time.perf_counter()
+        try:
+            out[name] = fn()
+        except Exception as e:  # one part failing leaves the others
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+        out[name]["seconds"] = time.perf_counter() - start
+    return out

@@ -12,12 +12,11 @@ calibration and evaluation data, shares up to 50%, neurons as well as heads, mor
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from uncover.report import claims as C
 from uncover.report import html as H
-from uncover.report.section import ReportContext
+from uncover.report.section import ReportContext, run_parts
 
 SIZES = {
     "quick": {"calibration": 8, "heldout": 8, "seq_len": 128, "ioi": 16, "facts": 24, "shares": [0.1, 0.2, 0.3],
@@ -114,18 +113,10 @@ class PruningAlignmentSection:
 
         size = sizes or SIZES["full" if ctx.full else "quick"]
         cal, held = split_corpus(model, size["calibration"], size["heldout"], size["seq_len"], seed=ctx.seed)
-        out: dict[str, Any] = {}
         parts = [("pruning", _pruning), ("bias", _bias), ("toxic", _toxic)]
         parts += [("lying", _lying)] if size.get("lying") else []  # sizes may leave these out
         parts += [("wrappers", _wrappers)] if size.get("wrappers") else []
-        for part, fn in parts:
-            start = time.perf_counter()
-            try:
-                out[part] = fn(model, ctx, size, cal, held)
-            except Exception as e:  # one part failing leaves the others
-                out[part] = {"error": f"{type(e).__name__}: {e}"}
-            out[part]["seconds"] = time.perf_counter() - start
-        return out
+        return run_parts([(name, lambda fn=fn: fn(model, ctx, size, cal, held)) for name, fn in parts])
 
     def render(self, data: dict[str, Any]) -> str:
         return "".join(f(data.get(k, {})) for k, f in (("pruning", render_pruning), ("bias", render_bias),

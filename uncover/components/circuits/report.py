@@ -14,7 +14,7 @@ from typing import Any
 
 from uncover.report import claims as C
 from uncover.report import html as H
-from uncover.report.section import ReportContext
+from uncover.report.section import ReportContext, run_parts
 
 SIZES = {
     "quick": {"tasks": ["ioi"], "n": 16, "methods": ["eap", "eap-ig"], "rankings": ["abs", "signed"], "steps": 5,
@@ -113,15 +113,8 @@ class CircuitsSection:
 
     def compute(self, model, ctx: ReportContext, sizes: dict | None = None) -> dict[str, Any]:
         size = sizes or SIZES["full" if ctx.full else "quick"]
-        out: dict[str, Any] = {"tasks": {}}
-        for name in size["tasks"]:
-            start = time.perf_counter()
-            try:
-                out["tasks"][name] = _task_data(model, name, size, ctx)
-            except Exception as e:  # one task failing leaves the others
-                out["tasks"][name] = {"error": f"{type(e).__name__}: {e}"}
-            out["tasks"][name]["seconds"] = time.perf_counter() - start
-        return out
+        return {"tasks": run_parts([(name, lambda name=name: _task_data(model, name, size, ctx))
+                                    for name in size["tasks"]])}
 
     def render(self, data: dict[str, Any]) -> str:
         return "".join(render_task(d) for d in data["tasks"].values())
