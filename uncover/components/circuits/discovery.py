@@ -88,7 +88,7 @@ def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, wei
     """Add ``(ablated - clean) . grad`` of each receiver in ``grads`` into ``scores`` [S, R] (in place)."""
     g, model = patcher.graph, patcher.model
     S = g.n_sources
-    diff = (patcher.values - patcher.clean).float().reshape(S, -1)  # [S, b * p * d]
+    diff = patcher.differences()  # [S, b * p * d]
     H = g.n_heads
 
     def per_head(grad: Tensor) -> Tensor:  # [b, p, H, d] -> [b * p * d, H]
@@ -108,6 +108,11 @@ def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, wei
     name = logits_hook(model)
     if name in grads:
         scores[:, g.logits_receiver] += weight * (diff @ grads[name].float().reshape(-1))
+
+
+def _accumulate(total: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+    for name, g in grads.items():
+        total[name] = g.float() if name not in total else total[name] + g.float()
 
 
 def _grads(patcher: EdgePatcher, names: Sequence[str], hooks: Sequence = (), **kwargs) -> dict[str, Tensor]:
@@ -137,11 +142,13 @@ def eap_ig(patcher: EdgePatcher, steps: int = 5, ig: str = "inputs", progress: P
     start = patcher.values[0] - patcher.clean[0]  # [b, p, d]: ablated minus clean layer-0 input
     if ig in ("inputs", "clean-corrupted"):
         alphas = [0.0, 1.0] if ig == "clean-corrupted" else [(k + 0.5) / steps for k in range(steps)]
+        total: dict[str, Tensor] = {}
         for a in progress(alphas, "EAP-IG steps"):
             # alpha = distance from the ablated input: the input is clean + (1 - alpha) * (ablated - clean)
             shift = ((1 - a) * start).to(patcher.clean.dtype)
             hook = (EMBED, lambda t, hook, shift=shift: t + shift)
-            _scatter(patcher, _grads(patcher, names, [hook]), scores, 1.0 / len(alphas))
+            _accumulate(total, _grads(patcher, names, [hook]))
+        _scatter(patcher, total, scores, 1.0 / len(alphas))  # the scores are linear in the gradients
         return scores
     return _eap_ig_activations(patcher, steps, scores, progress)
 
@@ -162,14 +169,16 @@ def _eap_ig_activations(patcher: EdgePatcher, steps: int, scores: Tensor, progre
     alphas = [(k + 0.5) / steps for k in range(steps)]
     for layer, group, k in progress(groups, "EAP-IG receivers"):
         shift_full = diff[:k].sum(0)  # the receiver's ablated input minus its clean input [b, p, d]
+        total: dict[str, Tensor] = {}
         for a in alphas:
             def interpolate(t: Tensor, hook, a=a, shift=shift_full) -> Tensor:
                 s = ((1 - a) * shift).to(t.dtype)
                 new = t + (s.unsqueeze(2) if t.dim() == 4 else s)
                 return new.detach().requires_grad_(True)
             resid = cache[f"blocks.{layer}.hook_resid_pre"]
-            grads = _grads(patcher, group, [(n, interpolate) for n in group], start_at_layer=layer, resid_pre=resid)
-            _scatter(patcher, grads, scores, 1.0 / steps)
+            _accumulate(total, _grads(patcher, group, [(n, interpolate) for n in group], start_at_layer=layer,
+                                      resid_pre=resid))
+        _scatter(patcher, total, scores, 1.0 / steps)
     return scores
 
 

@@ -139,6 +139,7 @@ class EdgePatcher:
     batch_size: int = 32
     _ablated: Tensor | None = field(default=None, repr=False)
     _base: BaseRun | None = field(default=None, repr=False)
+    _diff: Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, model: "Model", task: "Task", ablation: str = "corrupt", reference: Tensor | None = None,
@@ -187,6 +188,12 @@ class EdgePatcher:
                     perm = torch.randperm(n, generator=g)
                     values = ref_values[:, perm]
         return cls(model, task, graph, ablation, values, clean, clean_out[:, -1], batch_size=batch_size, _ablated=ablated)
+
+    def differences(self) -> Tensor:
+        """ablated - clean source values, float32 [n_sources, n * pos * d_model] (computed once)."""
+        if self._diff is None:
+            self._diff = (self.values - self.clean).float().reshape(self.values.shape[0], -1)
+        return self._diff
 
     @property
     def ablated_logits(self) -> Tensor:
