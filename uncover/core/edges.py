@@ -90,6 +90,28 @@ def _chained(module: nn.Module, key: str, install: Callable[[_Chain], list], poi
     return [_Undo(undo)]
 
 
+class _SharedNorm(torch.autograd.Function):
+    """``norm`` of identical per-head copies [b, p, H, d] of one residual, computed once; the backward gives
+    each copy its own gradient, the norm's vector-Jacobian product at that residual with that head's output
+    gradient (the norm's parameters get none, as in ``grad_cache``)."""
+
+    @staticmethod
+    def forward(ctx, copies: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        x = copies[:, :, 0].detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = norm.forward(x)
+        ctx.save_for_backward(x, y)
+        return y.detach().unsqueeze(2).expand(*copies.shape[:3], y.shape[-1]).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, y = ctx.saved_tensors
+        with torch.enable_grad():
+            per_head = torch.autograd.grad(y, x, grad.movedim(2, 0).contiguous(), is_grads_batched=True,
+                                           retain_graph=True)[0]  # [H, b, p, d]
+        return per_head.movedim(0, 2), None
+
+
 def _changed_heads(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere."""
     return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
@@ -137,7 +159,12 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
                 heads = _changed_heads(new, view)
                 if len(heads) == 0:
                     return None
-            normed = new[:, :, heads] if norm is None else norm.forward(new[:, :, heads])
+            if norm is None:
+                normed = new[:, :, heads]
+            elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
+                normed = _SharedNorm.apply(view, norm)
+            else:
+                normed = norm.forward(new[:, :, heads])
             mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
             if not carry:
                 return _replace_first(output, proj.write(raw, current.index_copy(2, heads, mine.to(current.dtype))))
