@@ -87,7 +87,6 @@ def _receiver_names(graph: Graph, model: "Model") -> list[str]:
 def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, weight: float = 1.0) -> None:
     """Add ``(ablated - clean) . grad`` of each receiver in ``grads`` into ``scores`` [S, R] (in place)."""
     g, model = patcher.graph, patcher.model
-    S = g.n_sources
     diff = patcher.differences()  # [S, b * p * d]
     H = g.n_heads
 

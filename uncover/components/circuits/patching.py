@@ -42,11 +42,6 @@ def source_hooks(graph: Graph) -> list[str]:
     return names
 
 
-def receiver_hooks(graph: Graph, layer: int) -> list[str]:
-    """The receivers' hook names of ``layer``: q, k, v inputs [b, p, head, d] and the MLP input [b, p, d]."""
-    return [f"blocks.{layer}.hook_{k}_input" for k in KINDS] + ([f"blocks.{layer}.hook_mlp_in"] if graph.mlp else [])
-
-
 def logits_hook(model: "Model") -> str:
     return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
 
