@@ -53,7 +53,10 @@ def test_toxic_findings_follow_the_data():
 
 
 def test_section_computes_and_renders_on_a_tiny_model(align_lm, tmp_path):
+    import json
+
     data = R.SECTION.compute(align_lm, ReportContext(work_dir=tmp_path), sizes=TINY)
+    json.dumps(data)  # the report caches section data as JSON
     for part in ("pruning", "bias", "toxic"):
         assert "error" not in data[part], data[part]
     html = R.SECTION.render(copy.deepcopy(data))
@@ -62,6 +65,7 @@ def test_section_computes_and_renders_on_a_tiny_model(align_lm, tmp_path):
 
 def test_wrapper_part_renders_a_saved_result_and_a_failure():
     import dataclasses
+    import json
 
     from uncover.applications.wrappers import WrapperConfig, WrapperResult
 
@@ -71,7 +75,30 @@ def test_wrapper_part_renders_a_saved_result_and_a_failure():
               "prune_counts": [0, 2], "prune": {"greedy search": {"capability": [0.3, 0.9], "finetune": [0.95, 0.4],
                                                                   "units": ["L0N1", "L1N2"]}},
               "revive_curve": [0.3, 0.95], "scratch_curve": [0.05, 0.2, 0.95], "revive_steps": 1, "scratch_steps": 2}
-    html = R.render_wrapper_part({"result": WrapperResult(**fields).to_fields()})
+    html = R.render_wrapper_part(json.loads(json.dumps({"result": R._plain(WrapperResult(**fields).to_fields())})))
     assert "Fine-tuning wrappers" in html and "Plotly.newPlot" in html
     assert "failed: boom" in R.render_wrapper_part({"error": "boom"})
     assert "Lying heads failed: boom" in R.render_lying_part({"error": "boom"})
+
+
+def test_lying_part_survives_the_json_cache():
+    import json
+
+    import torch
+
+    from uncover.applications.alignment.lying import LyingResult
+    from uncover.applications.report import render_lying
+
+    g = torch.Generator().manual_seed(0)
+    t = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    result = LyingResult(
+        [{"name": "plain", "tokens": 30, "n": 8, "honest_acc": 0.9, "lying_acc": 0.1, "honest_raw_acc": 0.8,
+          "lying_raw_acc": 0.2, "honest_true_share": 0.5, "lying_true_share": 0.5, "follows": True}],
+        "plain", True, 0.9, 0.1, 2.0, -1.5, t(2), t(2, 3), t(2, 3), t(2, 3), t(2, 3),
+        [(0, 0), (1, 2)], [1, 2], [0.6, 0.9], [0.4, 0.8], 0.95, 1.1, 2, {"n": 8, "candidates": None})
+    cached = json.loads(json.dumps({"result": R._plain(result.to_fields())}))
+    import re
+
+    def same_ids(page):  # plot ids count up across the page
+        return re.sub(r"fig\d+", "fig", page)
+    assert same_ids(R.render_lying_part(cached)) == same_ids(render_lying(result))

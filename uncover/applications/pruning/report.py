@@ -77,7 +77,33 @@ def _lying(model, ctx, size, cal, held) -> dict[str, Any]:
     from uncover.applications.alignment.lying import lying_heads
 
     r = lying_heads(model, n=size["lying"], candidates=size["lying_candidates"], seed=ctx.seed, progress=ctx.progress)
-    return {"result": r.to_fields()}
+    return {"result": _plain(r.to_fields())}
+
+
+def _plain(x: Any) -> Any:
+    """JSON-able copy of result fields: tensors become {"tensor": nested lists, "dtype": name}."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return {"tensor": x.tolist(), "dtype": str(x.dtype).removeprefix("torch.")}
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _unplain(x: Any) -> Any:
+    """The fields ``_plain`` wrote, with their tensors back."""
+    import torch
+
+    if isinstance(x, dict) and set(x) == {"tensor", "dtype"}:
+        return torch.tensor(x["tensor"], dtype=getattr(torch, x["dtype"]))
+    if isinstance(x, dict):
+        return {k: _unplain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_unplain(v) for v in x]
+    return x
 
 
 def _wrappers(model, ctx, size, cal, held) -> dict[str, Any]:
@@ -85,7 +111,7 @@ def _wrappers(model, ctx, size, cal, held) -> dict[str, Any]:
 
     # a toy transformer trained here (not the report's model): the fine-tuning-wrapper experiment
     cfg = test_config(ctx.seed) if size.get("wrappers") == "test" else WrapperConfig(seed=ctx.seed)
-    return {"result": run_wrappers(cfg, progress=ctx.progress).to_fields()}
+    return {"result": _plain(run_wrappers(cfg, progress=ctx.progress).to_fields())}
 
 
 def _toxic(model, ctx, size, cal, held) -> dict[str, Any]:
@@ -268,7 +294,9 @@ def render_lying_part(data: dict[str, Any]) -> str:
 
     if "result" not in data:
         return H.paragraph(f"Lying heads failed: {data.get('error', 'no data')}")
-    return render_lying(LyingResult.from_fields(data["result"]))
+    fields = _unplain(data["result"])
+    fields["order"] = [tuple(hd) for hd in fields["order"]]  # (layer, head) index tensors as tuples
+    return render_lying(LyingResult.from_fields(fields))
 
 
 def render_wrapper_part(data: dict[str, Any]) -> str:
@@ -277,7 +305,7 @@ def render_wrapper_part(data: dict[str, Any]) -> str:
 
     if "result" not in data:
         return H.paragraph(f"The fine-tuning wrapper experiment failed: {data.get('error', 'no data')}")
-    return render_wrappers(WrapperResult.from_fields(data["result"]))
+    return render_wrappers(WrapperResult.from_fields(_unplain(data["result"])))
 
 
 SECTION = PruningAlignmentSection()
