@@ -30,6 +30,8 @@ test: $(VENV)/.test
 # Peer libraries for the side-by-side benchmarks (not needed to use uncover).
 $(VENV)/.bench: $(VENV)/.test
 	$(PIP) install -q -c constraints.txt -r benchmarks/requirements.txt
+	# auto-circuit (benchmarks/circuits.py) pins old kaleido / tracr / TransformerLens: its code, without them
+	$(PIP) install -q --no-deps auto-circuit==1.0.1 ordered-set attrs blobfile word2word vscode-tqdm
 	touch $@
 
 bench: $(VENV)/.bench
