@@ -10,10 +10,11 @@ discovery (EAP, EAP-IG, ACDC), circuit selection, faithfulness, completeness and
 from uncover.components.circuits.discovery import METHODS, EdgeScores, discover
 from uncover.components.circuits.evaluate import (CircuitEval, Completeness, FaithfulnessCurve, completeness, evaluate,
                                                   faithfulness_curve, grow, prune_dangling, roc_auc, select)
-from uncover.components.circuits.export import circuit_dict, to_dot, write_circuit
+from uncover.components.circuits.export import (check_circuit_graph, circuit_dict, to_dot, write_circuit,
+                                                write_circuit_graph)
 from uncover.components.circuits.graph import Graph
 from uncover.components.circuits.patching import ABLATIONS, EdgePatcher
 
 __all__ = ["ABLATIONS", "METHODS", "CircuitEval", "Completeness", "EdgePatcher", "EdgeScores", "FaithfulnessCurve", "Graph",
-           "circuit_dict", "completeness", "discover", "evaluate", "faithfulness_curve", "grow", "prune_dangling", "roc_auc",
-           "select", "to_dot", "write_circuit"]
+           "check_circuit_graph", "circuit_dict", "completeness", "discover", "evaluate", "faithfulness_curve", "grow",
+           "prune_dangling", "roc_auc", "select", "to_dot", "write_circuit", "write_circuit_graph"]

@@ -20,7 +20,7 @@ def circuit_command(
     target: float = typer.Option(0.8, help="faithfulness the reported circuit must reach"),
     top: int = typer.Option(15, help="how many top edges to list"),
     seed: int = typer.Option(0),
-    out: Path = typer.Option(Path("uncover-out/circuit"), help="folder for the scores, circuit (JSON, DOT) and plots"),
+    out: Path = typer.Option(Path("uncover-out/circuit"), help="folder for the scores, circuit (JSON circuit graph, DOT) and plots"),
 ) -> None:
     """Score every edge on a task, find the smallest top-n circuit reaching the target faithfulness, save it."""
     from uncover.cli import load_model
@@ -65,13 +65,17 @@ def circuit_command(
     out.mkdir(parents=True, exist_ok=True)
     scores.save(out / f"{t.name}_{method}_scores")
     curve.save(out / f"{t.name}_{method}_faithfulness")
-    paths = write_circuit(out, g, scores.scores, keep, f"{t.name}_{method}_circuit")
-    figure = circuit_figure(circuit_dict(g, scores.scores, keep), f"{t.name} circuit ({method}, {curve.edges[i]} edges)")
+    title = f"{t.name} circuit ({method}, {curve.edges[i]} edges)"
+    meta = {"model": m.name, "task": t.name, "metric": t.metric_unit, "method": method, "ablation": ablation,
+            "title": title, "faithfulness": curve.faithfulness[i]}
+    paths = write_circuit(out, g, scores.scores, keep, f"{t.name}_{method}_circuit", **meta)
+    figure = circuit_figure(circuit_dict(g, scores.scores, keep), title)
     figure.write_html(str(out / f"{t.name}_{method}_circuit.html"), include_plotlyjs=True)
     faith = faithfulness_figure({method: {"edges": curve.edges, "faithfulness": curve.faithfulness}}, g.n_edges,
                                 target, f"{t.name}: faithfulness of the top-n circuits ({ablation} ablation)")
     faith.write_html(str(out / f"{t.name}_{method}_faithfulness.html"), include_plotlyjs=True)
-    console.print(f"written to {out}: scores, faithfulness curve, {', '.join(p.name for p in paths)}, two plots")
+    console.print(f"written to {out}: scores, faithfulness curve, {', '.join(p.name for p in paths)}, two plots; "
+                  f"open the circuit in the explorer with: uncover serve {model} --circuit {paths[0]}")
 
 
 def register(app: typer.Typer) -> None:

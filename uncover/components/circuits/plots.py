@@ -1,5 +1,5 @@
 """Interactive circuit pictures (plotly). Inputs are JSON-able data, so the report redraws them from its
-cache: ``circuit_dict`` (export.py) for the circuit, lists for the faithfulness curves."""
+cache: ``circuit_dict`` (export.py: a circuit graph) for the circuit, lists for the faithfulness curves."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -30,19 +30,20 @@ def circuit_figure(data: Mapping[str, Any], title: str, max_edges: int = 300) ->
     top = max((abs(e["score"]) for e in edges), default=1.0) or 1.0
     fig = go.Figure()
     for e in reversed(edges):  # strongest drawn last, on top
-        (x0, y0), (x1, y1) = _position(e["source"], L, H), _position(e["node"], L, H)
-        kind = e["receiver"].rsplit(".", 1)[1] if e["receiver"].endswith((".q", ".k", ".v")) else ""
+        (x0, y0), (x1, y1) = _position(e["source"], L, H), _position(e["target"], L, H)
+        kind = e.get("input", "")
+        receiver = f"{e['target']}.{kind}" if kind else e["target"]
         fig.add_trace(go.Scatter(
             x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2, y1], mode="lines",
             line=dict(width=0.5 + 5.5 * abs(e["score"]) / top, dash=KIND_DASH[kind],
                       color="rgba(31,119,180,0.6)" if e["score"] < 0 else "rgba(214,39,40,0.6)"),
-            hoverinfo="text", text=f"{e['source']} -> {e['receiver']}: {e['score']:.4g}", showlegend=False,
+            hoverinfo="text", text=f"{e['source']} -> {receiver}: {e['score']:.4g}", showlegend=False,
         ))
     strength: dict[str, float] = {}
     for e in data["edges"]:
-        for n in (e["source"], e["node"]):
+        for n in (e["source"], e["target"]):
             strength[n] = strength.get(n, 0.0) + abs(e["score"])
-    nodes = data["nodes"]
+    nodes = [n["id"] for n in data["nodes"]]
     xy = [_position(n, L, H) for n in nodes]
     strongest = max((strength.get(n, 0.0) for n in nodes), default=1.0) or 1.0
     named = set(sorted(nodes, key=lambda n: -strength.get(n, 0.0))[:LABELLED]) | {"embed", "logits"}

@@ -98,18 +98,19 @@ def _task_data(model, name: str, size: dict, ctx: ReportContext) -> dict[str, An
     chosen = out["methods"][label]
     keep = select(g, scores[chosen["method"]].scores, top_n=chosen["requested"][i], by=chosen["by"])
     drawn = circuit_dict(g, scores[chosen["method"]].scores, keep)
+    names = [n["id"] for n in drawn["nodes"]]
     classes = _head_classes(model, task)
     out["circuit"] = {"method": label, "edges": int(keep.sum()), "faithfulness": chosen["faithfulness"][i],
                       "reaches": chosen["smallest"] is not None,
-                      "nodes": drawn["nodes"], "picture": {**drawn, "edges": drawn["edges"][:MAX_DRAWN]},
-                      "classes": {n: classes[n] for n in drawn["nodes"] if n in classes}}
+                      "nodes": names, "picture": {**drawn, "edges": drawn["edges"][:MAX_DRAWN]},
+                      "classes": {n: classes[n] for n in names if n in classes}}
     return out
 
 
 class CircuitsSection:
     key = "circuits"
     title = "Circuits: the edges that carry a task"
-    version = "1"
+    version = "2"  # 2: the drawn circuit is a circuit graph (export.py)
 
     def compute(self, model, ctx: ReportContext, sizes: dict | None = None) -> dict[str, Any]:
         size = sizes or SIZES["full" if ctx.full else "quick"]

@@ -373,7 +373,7 @@ async function loadCircuitIfNeeded() {
   const name = $("circuit-select").value;
   if (!name) {
     $("circuit-meta").textContent = "No circuit loaded: start the server with --circuit FILE.json " +
-      "(the graph format is documented in uncover/explorer/circuits.py).";
+      "(`uncover circuit ... --out DIR` writes one; the format is documented in uncover/components/circuits/export.py).";
     return;
   }
   if (S.circuit && S.circuit.name === name) return;
@@ -387,6 +387,9 @@ async function loadCircuitIfNeeded() {
   $("circuit-meta").textContent = `${meta}${meta ? " · " : ""}${g.nodes.length} nodes, ${g.edges.length} edges`;
   drawCircuit();
 }
+
+// which input of the target an edge feeds (a head's q / k / v), if the graph says
+const inputOf = (e) => (e.input !== undefined ? ` (${esc(String(e.input))})` : "");
 
 const KIND_COLOURS = { embed: "#9aa6c0", head: "#ffb347", mlp: "#7fc97f", logits: "#c39bd3" };
 
@@ -408,7 +411,7 @@ function drawCircuit() {
   }));
   const m = Math.max(...edges.map((e) => Math.abs(e.score)), 1e-12);
   const ns = "http://www.w3.org/2000/svg";
-  let svg = `<svg xmlns="${ns}" width="${W}" height="${H}">`;
+  let svg = `<svg xmlns="${ns}" width="${W + 50}" height="${H}">`;  // room for the last label
   layers.forEach((l, i) => { svg += `<text x="4" y="${H - 26 - 60 * i}" font-size="10" fill="#8a93a3">layer ${l}</text>`; });
   const nodeOf = Object.fromEntries(nodes.map((v) => [v.id, v]));
   for (const e of edges) {
@@ -420,9 +423,10 @@ function drawCircuit() {
     const op = S.node ? (lit ? 0.9 : 0.1) : 0.55;
     const span = Math.abs(rank[nodeOf[e.target].layer] - rank[nodeOf[e.source].layer]);
     const bow = span > 1 ? 25 * span : 0;  // edges that skip layers curve aside
-    svg += `<path class="edge" d="M${x1},${y1} C${x1 + bow},${y1 + (y2 - y1) / 3} ${x2 + bow},${y2 - (y2 - y1) / 3} ${x2},${y2}" ` +
+    const lift = span === 0 ? 30 : 0;  // edges within a layer (a head into its block's MLP) arch above the row
+    svg += `<path class="edge" d="M${x1},${y1} C${x1 + bow},${y1 + (y2 - y1) / 3 - lift} ${x2 + bow},${y2 - (y2 - y1) / 3 - lift} ${x2},${y2}" ` +
       `stroke="${c}" stroke-width="${w.toFixed(2)}" stroke-opacity="${op}" fill="none">` +
-      `<title>${esc(e.source)} → ${esc(e.target)}: ${f3(e.score)}</title></path>`;
+      `<title>${esc(e.source)} → ${esc(e.target)}${inputOf(e)}: ${f3(e.score)}</title></path>`;
   }
   for (const v of nodes) {
     const [x, y] = pos[v.id];
@@ -441,7 +445,7 @@ function selectNode(id) {
     .sort((a, b) => Math.abs(b.score) - Math.abs(a.score));
   $("circuit-node-title").textContent = `${id}: ${mine.length} edges`;
   table($("circuit-table"), ["edge", "score"], mine.slice(0, 30).map((e) =>
-    `<tr><td>${e.source === id ? "→ " + esc(e.target) : "← " + esc(e.source)}</td><td class="num">${f3(e.score)}</td></tr>`));
+    `<tr><td>${e.source === id ? "→ " + esc(e.target) : "← " + esc(e.source)}${inputOf(e)}</td><td class="num">${f3(e.score)}</td></tr>`));
 }
 
 // ---- start ---------------------------------------------------------------------------------------------
