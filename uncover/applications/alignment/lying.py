@@ -44,6 +44,7 @@ LYING_MAX = 0.3  # lying accuracy at most
 RESTORE = 0.8  # share of the honest - lying accuracy gap a head set must restore
 READS = 0.9  # probe held-out accuracy that counts as reading the condition
 POSITIONS = ("all", "last")
+ATTRIBUTION_ROWS = 8  # statements per backward pass: its saved activations are the section's peak memory
 # joint head-set sizes tried in turn (then every size between the last failing and the first restoring one)
 SCHEDULE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
@@ -208,6 +209,10 @@ def _head_edits(z_src: dict[str, Tensor], heads: Sequence[tuple[int, int]], posi
             for l, h in heads]
 
 
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def _choose(rows: list[dict]) -> int:
     for i, r in enumerate(rows):
         if r["follows"]:
@@ -265,10 +270,14 @@ def lying_heads(model: "Model", conditions: Sequence[Condition] = CONDITIONS, n:
     # attribution estimate for every head, then activation patching of the candidates
     pos = None if positions == "all" else [-1]
     z_src = {z: h_cache[z] for z in z_names}
-    metric = lambda logits: signed_metric(  # noqa: E731
-        logits[:, -1, ids[0]].float() - logits[:, -1, ids[1]].float(), y)
-    _, eff = attribution(model, l_tok, metric, z_names, z_src, attention_mask=mask, logits_to_keep=1)
-    attr = torch.stack([(eff[z] if pos is None else eff[z][:, -1:]).sum(dim=(0, 1, 3)).cpu() for z in z_names])
+    attr = torch.zeros(L, H)
+    for part in _chunks(n, ATTRIBUTION_ROWS):  # the metric is a mean over statements: chunks add up
+        share = (part.stop - part.start) / n
+        metric = lambda logits, part=part, share=share: share * signed_metric(  # noqa: E731
+            logits[:, -1, ids[0]].float() - logits[:, -1, ids[1]].float(), y[part])
+        _, eff = attribution(model, l_tok[part], metric, z_names, {z: s[part] for z, s in z_src.items()},
+                             attention_mask=None if mask is None else mask[part], logits_to_keep=1)
+        attr += torch.stack([(eff[z] if pos is None else eff[z][:, -1:]).sum(dim=(0, 1, 3)).cpu() for z in z_names])
     attr = attr / (m_h - m_l)
     flat = attr.flatten().argsort(descending=True).tolist()
     picked = [divmod(i, H) for i in (flat if candidates is None else flat[:candidates])]
