@@ -28,7 +28,7 @@ def data():
 
 
 def findings(page: str) -> list[str]:
-    return [html.unescape(f) for f in re.findall(r"<li>(.*?)</li>", page)]
+    return [html.unescape(f) for f in re.findall(r"<li(?: class=\"headline\")?>(.*?)</li>", page)]
 
 
 def test_rendered_numbers_are_the_computed_ones(data):

@@ -41,6 +41,6 @@ def test_first_layer_wording_follows_the_ranks(data):
     d = copy.deepcopy(data)
     d["rows"][0]["answer_rank_by_layer"] = [3] * (d["n_layers"] - 1) + [0]
     d["rows"][1]["answer_rank_by_layer"] = [2] * d["n_layers"]
-    found = [html.unescape(f) for f in re.findall(r"<li>(.*?)</li>", O.SECTION.render(d))]
+    found = [html.unescape(f) for f in re.findall(r"<li(?: class=\"headline\")?>(.*?)</li>", O.SECTION.render(d))]
     assert f"first becomes the lens's top token at layer {d['n_layers'] - 1} of {d['n_layers']}" in found[0]
     assert "first becomes" not in found[1]

@@ -51,7 +51,7 @@ def _small_data(tmp_path_factory):
 
 
 def sentences(page: str) -> list[str]:
-    return [html.unescape(a or b) for a, b in re.findall(r"<li>(.*?)</li>|<figcaption>(.*?)</figcaption>", page)]
+    return [html.unescape(a or b) for a, b in re.findall(r"<li(?: class=\"headline\")?>(.*?)</li>|<figcaption>(.*?)</figcaption>", page)]
 
 
 def _render(data, edit) -> list[str]:

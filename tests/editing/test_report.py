@@ -36,7 +36,7 @@ def data(tmp_path_factory):
 
 
 def sentences(page: str) -> list[str]:
-    return [html.unescape(f) for f in re.findall(r"<li>(.*?)</li>", page)]
+    return [html.unescape(f) for f in re.findall(r"<li(?: class=\"headline\")?>(.*?)</li>", page)]
 
 
 def _render(data, edit) -> list[str]:

@@ -32,7 +32,7 @@ EXTRAS = {"fv": {"task": "antonyms", "layer": 1, "heads": [[0, 1], [1, 2]], "eff
 
 
 def sentences(page: str) -> list[str]:
-    return [html.unescape(f) for f in re.findall(r"<li>(.*?)</li>", page)]
+    return [html.unescape(f) for f in re.findall(r"<li(?: class=\"headline\")?>(.*?)</li>", page)]
 
 
 def _render(data, edit) -> list[str]:

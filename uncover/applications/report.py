@@ -109,7 +109,7 @@ def render_lying(result: LyingResult) -> str:
     sets = [[k, ", ".join(_label(hd) for hd in result.order[:k]), f"{a:.0%}", f"{e:+.2f}"]
             for k, a, e in zip(result.set_sizes, result.set_accuracy, result.set_effect)]
     sets.append(["all", "every head", f"{result.all_heads_accuracy:.0%}", f"{result.all_heads_effect:+.2f}"])
-    return ("<h3>Lying heads</h3>" + H.findings(lying_findings(result))
+    return ("<h3>Lying heads</h3>" + H.findings(lying_findings(result), headline=1)
             + H.table(cond, ["condition", "tokens", "honest acc", "lying acc", "honest raw", "lying raw",
                              "follows"])
             + H.plotly_figure(lying_figure(result), f"Chosen condition: {result.chosen}. Left: each candidate head's "

@@ -201,7 +201,7 @@ class ComponentsSection:
         else:
             found.append(f"At the last subject token the attribute never enters the lens's top {ENRICHED_RANK} "
                          f"(best median rank {min(en['subject_rank']):.0f}).")
-        return "".join(parts) + H.findings(found)
+        return "".join(parts) + H.findings(found, headline=3)
 
 
 def _induction_finding(top: list) -> str:

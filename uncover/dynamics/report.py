@@ -112,7 +112,7 @@ class DynamicsSection:
             "These experiments train small models from scratch (they do not use the report's language model): "
             "how generalisation arises during training (survey section 4).")]
         grok = data["grok"]
-        parts += ["<h3>Grokking modular addition</h3>", H.findings(_grok_findings(grok)),
+        parts += ["<h3>Grokking modular addition</h3>", H.findings(_grok_findings(grok), headline=1),
                   H.plotly_figure(plots.grok_curves(grok), "Loss and accuracy with the detected phases shaded."),
                   H.plotly_figure(plots.grok_measures(grok), _measures_caption(grok)),
                   H.plotly_figure(plots.embed_frequencies(grok), _fourier_caption(grok))]
@@ -131,7 +131,7 @@ class DynamicsSection:
                                    f"{r.get('corrupt_mem_acc', 0):.3f}", f"{r['mean_ipr']:.3f}"] for r in rows],
                                  ["corrupted", "weight decay", "phase", "test acc", "corrupted memorised", "mean IPR"]))
         ind = data["induction"]
-        parts += ["<h3>Induction heads during training</h3>", H.findings(_induction_findings(ind)),
+        parts += ["<h3>Induction heads during training</h3>", H.findings(_induction_findings(ind), headline=1),
                   H.plotly_figure(plots.induction(ind), "ICL score and head scores over training.")]
         dd = data["double_descent"]
         parts += ["<h3>Double descent</h3>", H.findings(_dd_findings(dd)),

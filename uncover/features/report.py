@@ -144,16 +144,10 @@ class FeaturesSection:
                                 f"Feature dimensionality, n={dim['n']}, m={dim['m']}."))
         near = [_fraction_near(d) for d in dim["D"]]
         ph_counts = [sum(row.count(i) for row in ph["phase"]) for i in range(3)]
-        found = [_five_finding(five), _sweep_finding(sw),
-            f"Phase diagram: {ph_counts[2]} of {sum(ph_counts)} cells superpose, {ph_counts[1]} give feature 2 the "
-            f"dimension, {ph_counts[0]} drop it.",
-            f"Dimensionality: {100 * sum(x for x in near if x == x) / max(sum(1 for x in near if x == x), 1):.0f}% "
-            f"of represented features lie within 0.05 of 1, 3/4, 2/3, 1/2, 2/5, 3/8 or 1/3.",
-        ]
         m = sae["metrics"]
         spliced = C.direction(m["ce_loss_with_sae"] - m["ce_loss_clean"], SAE_LOSS, "raises", "lowers",
                               "does not clearly change")
-        found += [
+        found = [
             f"A TopK SAE ({sae['d_sae']} latents, k={sae['k']}) on {sae['hook']} after {sae['train_tokens']:,} "
             f"training tokens: explained variance {m['explained_variance']:.3f}, L0 {m['l0']:.1f}, "
             f"dead latents {100 * m['dead_fraction']:.1f}%, dense latents {100 * m['dense_fraction']:.1f}%.",
@@ -161,7 +155,13 @@ class FeaturesSection:
             f"{m['ce_loss_with_sae']:.3f} nats ({spliced.test}; zero ablation: {m['ce_loss_zero_ablation']:.3f}), "
             f"recovering {100 * m['ce_loss_recovered']:.1f}% of the loss; KL {m['kl_div']:.3f} nats.",
         ]
-        parts.append(html.findings(found))
+        found += [_five_finding(five), _sweep_finding(sw),
+            f"Phase diagram: {ph_counts[2]} of {sum(ph_counts)} cells superpose, {ph_counts[1]} give feature 2 the "
+            f"dimension, {ph_counts[0]} drop it.",
+            f"Dimensionality: {100 * sum(x for x in near if x == x) / max(sum(1 for x in near if x == x), 1):.0f}% "
+            f"of represented features lie within 0.05 of 1, 3/4, 2/3, 1/2, 2/5, 3/8 or 1/3.",
+        ]
+        parts.append(html.findings(found, headline=2))
         parts.append(plots_html(plots.training_curves(sae["history"]), "SAE training."))
         parts.append(html.table([[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in m.items()],
                                 header=["metric", "value"]))

@@ -36,6 +36,16 @@ SECTIONS = [
 ]
 
 
+# the survey's questions, in its order, and the sections that answer each (the summary and the contents)
+QUESTIONS = [
+    ("How do its components compute? (neurons, attention heads, MLPs, circuits)", ["overview", "components", "circuits"]),
+    ("What features does it represent? (superposition, sparse autoencoders)", ["features"]),
+    ("What do its representations encode? (probes, steering, world models)", ["representations", "world"]),
+    ("How does generalisation arise in training? (grokking, memorisation, induction heads)", ["dynamics"]),
+    ("How are these insights used? (editing, pruning, alignment)", ["editing", "pruning_alignment"]),
+]
+
+
 def load_sections(only: list[str] | None = None) -> list[Section]:
     sections = []
     for spec in SECTIONS:
@@ -114,7 +124,9 @@ def build_report(
                 body = "<pre class='error'>" + H.escape(traceback.format_exc()) + "</pre>"
                 ok = False
                 failed.append((section.key, section.title, _one_line(e)))
-            parts.append((section, body, time.time() - t0, ok))
+            seconds = time.time() - t0
+            parts.append((section, body, seconds, ok))
+            bar.console.print(f"{section.title}: {'done' if ok else 'FAILED'} in {seconds:.1f} s")
             bar.advance(overall)
     index = out / "index.html"
     index.write_text(_page(model, parts, full))
@@ -136,9 +148,7 @@ def _page(model, parts, full: bool) -> str:
             ["mode", "full-size reproductions" if full else "quick default run"],
         ]
     )
-    toc = "".join(
-        f'<li><a href="#{s.key}">{H.escape(s.title)}</a>{"" if ok else " (failed)"}</li>' for s, _, _, ok in parts
-    )
+    toc, summary = _contents(parts)
     body = "".join(
         f'<section id="{s.key}"><h2>{H.escape(s.title)}</h2>{b}'
         f'<p class="meta">{"computed or loaded" if ok else "failed"} in {t:.1f} s</p></section>'
@@ -150,10 +160,41 @@ def _page(model, parts, full: bool) -> str:
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 section{{border-top:2px solid #eee;margin-top:2em}}figure{{margin:1em 0}}figcaption{{color:#555;font-size:.9em}}
-.findings li{{margin:.3em 0}}.meta{{color:#888;font-size:.8em}}.error{{background:#fee;padding:1em;overflow:auto}}
+.findings li{{margin:.3em 0}}.summary li{{margin:.3em 0}}.summary a{{font-size:.85em}}.meta{{color:#888;font-size:.8em}}.error{{background:#fee;padding:1em;overflow:auto}}
 .tok{{border-radius:2px;white-space:pre}}.ctx{{font-family:monospace;font-size:.9em}}
 </style></head><body>
 <h1>How {H.escape(model.name)} works</h1>
 <p>An uncover report: each section measures one part of the survey's question on this model.</p>
-{card}<ul>{toc}</ul>{body}
+{card}{summary}{toc}{body}
 </body></html>"""
+
+
+def _contents(parts) -> tuple[str, str]:
+    """(table of contents grouped by the survey's questions, the "What we found" summary).
+
+    The summary is generated: under each question, the sentences each of its sections marked as headline
+    findings (``html.findings(..., headline=k)``), each linking to its section; a failed section says so."""
+    by_key = {s.key: (s, body, ok) for s, body, _, ok in parts}
+    groups = [(q, [k for k in keys if k in by_key]) for q, keys in QUESTIONS]
+    known = {k for _, keys in QUESTIONS for k in keys}
+    groups.append(("Other sections", [k for k in by_key if k not in known]))
+    toc, found = [], []
+    for question, keys in groups:
+        if not keys:
+            continue
+        links = "".join(f'<li><a href="#{k}">{H.escape(by_key[k][0].title)}</a>{"" if by_key[k][2] else " (failed)"}'
+                        "</li>" for k in keys)
+        toc.append(f"<li>{H.escape(question)}<ul>{links}</ul></li>")
+        items = []
+        for k in keys:
+            section, body, ok = by_key[k]
+            link = f' <a href="#{k}">({H.escape(section.title)})</a>'
+            if not ok:
+                items.append(f"<li>The section {H.escape(section.title)} failed; see its error.{link}</li>")
+            items += [f"<li>{sentence}{link}</li>" for sentence in H.headlines(body)]
+        if items:
+            found.append(f"<h3>{H.escape(question)}</h3><ul>{''.join(items)}</ul>")
+    summary = ('<section id="summary" class="summary"><h2>What we found</h2><p>The headline measurements of '
+               "each section below, grouped by the survey's questions; every number is computed in this run.</p>"
+               + "".join(found) + "</section>") if found else ""
+    return f"<h2>Contents</h2><ul>{''.join(toc)}</ul>", summary

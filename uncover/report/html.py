@@ -6,6 +6,7 @@ opens offline.
 from __future__ import annotations
 
 import html as _html
+import re
 from typing import Any, Sequence
 
 
@@ -17,10 +18,20 @@ def paragraph(text: str) -> str:
     return f"<p>{escape(text)}</p>"
 
 
-def findings(sentences: Sequence[str]) -> str:
-    """A bulleted list of measured findings (each sentence should carry its number)."""
-    items = "".join(f"<li>{escape(s)}</li>" for s in sentences)
+def findings(sentences: Sequence[str], headline: int = 0) -> str:
+    """A bulleted list of measured findings (each sentence should carry its number). The first ``headline``
+    sentences are marked as the section's answer: the report's "What we found" summary repeats them."""
+    items = "".join(f'<li class="headline">{escape(s)}</li>' if i < headline else f"<li>{escape(s)}</li>"
+                    for i, s in enumerate(sentences))
     return f'<ul class="findings">{items}</ul>'
+
+
+HEADLINE = re.compile(r'<li class="headline">(.*?)</li>', re.S)
+
+
+def headlines(body: str) -> list[str]:
+    """The sentences a rendered section marked as headline (HTML-escaped, as written)."""
+    return HEADLINE.findall(body)
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:

@@ -72,7 +72,7 @@ class Overview:
                 f"token at layer {first} of {data['n_layers']}." if first is not None else
                 f"{r['prompt']!r} -> {r['top'][0][0]!r} (p={r['top'][0][1]:.2f})."
             )
-        return table + H.plotly_figure(fig, "Hover for each layer's top token.") + H.findings(found)
+        return table + H.plotly_figure(fig, "Hover for each layer's top token.") + H.findings(found, headline=1)
 
 
 SECTION = Overview()

@@ -128,13 +128,13 @@ class RepresentationsSection:
         c, b, p = s["coefficients"], s["behaviour"], s["perplexity"]
         z = c.index(0) if 0 in c else 0
         shift = C.direction(b[-1] - b[0], STEER_SHIFT, "raises", "lowers", "does not clearly move")
-        facts.append(
+        facts.insert(1,  # the steering result follows the truth probe in the summary
             f"Adding the sentiment CAA vector (layer {s['layer']}, norm {s['norm']:.1f}) {shift.word} the "
             f"positive-vs-negative next-word log-odds: {b[0]:+.2f} (coefficient {c[0]:g}) through {b[z]:+.2f} (0) to "
             f"{b[-1]:+.2f} (coefficient {c[-1]:g}; {shift.test}), "
             f"{'monotonically' if s['monotone'] else 'not monotonically'}; perplexity on "
             f"neutral text goes from {p[z]:.1f} to {p[0]:.1f} and {p[-1]:.1f} at the extremes.")
-        parts = [H.findings(facts),
+        parts = [H.findings(facts, headline=2),
                  H.plotly_figure(plots.accuracy_by_layer(lg["layers"], lg["test"], lg["train"], lg["transfer"],
                                                          "Truth probe (cities) accuracy by layer"),
                                  "Logistic probe trained on cities statements; dashed: chance."),

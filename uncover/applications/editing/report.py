@@ -141,7 +141,7 @@ class EditingSection:
         rows.append(["fluency: n-gram entropy (bits)", f"{b['fluency']:.2f}", f"{a['fluency']:.2f}"])
         gens = [[p, g0, g1] for p, g0, g1 in zip(r["prompts"], r["generations_before"], r["generations_after"])]
         return (
-            H.findings(findings)
+            H.findings(findings, headline=3)
             + H.plotly_figure(fig, "Causal tracing (Meng et al. 2022): probability of the correct attribute "
                                    "recovered by restoring clean states in a run with a noised subject.")
             + H.table(rows, ["CounterFact-style score", "before", "after"])

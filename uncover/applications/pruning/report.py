@@ -188,7 +188,7 @@ def render_pruning(data: dict[str, Any]) -> str:
 
     if "error" in data or "curves" not in data:
         return H.paragraph(f"Pruning failed: {data.get('error', 'no data')}")
-    html = "<h3>Pruning heads by importance</h3>" + H.findings(pruning_findings(data))
+    html = "<h3>Pruning heads by importance</h3>" + H.findings(pruning_findings(data), headline=1)
     for unit, c in data["curves"].items():
         html += H.plotly_figure(plots.curves_figure(c["shares"], c["values"], unit),
                                 f"Iterative structured pruning of {unit}: quality against the share removed, one "

@@ -171,7 +171,7 @@ def render_task(d: dict[str, Any]) -> str:
     pic = circuit_figure(c["picture"], f"{d['task']}: {c['method']} circuit ({c['edges']:,} edges)")
     rows = [[m, f"{v['seconds']:.1f} s", f"{v['seconds_per_circuit']:.2f} s"] + [f"{e} ({s:+.3f})" for e, s in v["top"][:3]]
             for m, v in d["methods"].items() if v["by"] == "abs" or len(d["methods"]) == 1]
-    return (title + intro + H.findings(task_findings(d))
+    return (title + intro + H.findings(task_findings(d), headline=2)
             + H.plotly_figure(faith, "Faithfulness against the number of edges kept (log scale), top-n edges "
                                      "after pruning dangling edges, one line per method and ranking; dashed: "
                                      "the target.")

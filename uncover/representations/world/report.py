@@ -127,14 +127,14 @@ class WorldSection:
                   H.plotly_figure(plots.training_curve(data["training"], TARGET.value),
                                   "Share of held-out positions where the top-1 move is legal, and the legal-set F1 "
                                   f"(moves given probability >= 1% against the legal moves).")]
-        parts += ["<h3>Probing the board</h3>", H.findings(probe_findings(data["probes"])),
+        parts += ["<h3>Probing the board</h3>", H.findings(probe_findings(data["probes"]), headline=1),
                   H.plotly_figure(plots.probe_accuracy(data["probes"]),
                                   "Held-out accuracy of probes trained at each layer's residual stream "
                                   f"({data['probes']['n_train_positions']} training, {data['probes']['n_test_positions']} "
                                   "held-out positions)."),
                   H.plotly_figure(plots.board(data["board"]), "A held-out position: the real board (relative to the "
                                   "player to move) and the linear probe's reading.")]
-        parts += ["<h3>Editing the board</h3>", H.findings(intervention_findings(data["interventions"])),
+        parts += ["<h3>Editing the board</h3>", H.findings(intervention_findings(data["interventions"]), headline=1),
                   H.plotly_figure(plots.interventions(data["interventions"]),
                                   "Each position flips one stone whose flip changes the legal moves; bars give the "
                                   "share of top-1 predictions legal for each board (95% intervals).")]
