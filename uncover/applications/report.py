@@ -89,13 +89,18 @@ def lying_figure(result: LyingResult):
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("patching effect (0 lying, 1 honest)",
-                                                        "probe accuracy honest vs lying"))
-    fig.add_trace(go.Heatmap(z=result.patch_effect.tolist(), colorscale="RdBu", zmid=0, showscale=False), 1, 1)
-    fig.add_trace(go.Heatmap(z=result.head_probe.tolist(), colorscale="Viridis", showscale=False), 1, 2)
+                                                        "probe accuracy honest vs lying"), horizontal_spacing=0.14)
+    # each with its colour key, beside its own panel (without one the colours could not be read)
+    fig.add_trace(go.Heatmap(z=result.patch_effect.tolist(), colorscale="RdBu", zmid=0,
+                             colorbar=dict(x=fig.layout.xaxis.domain[1] + 0.01, xanchor="left", thickness=12,
+                                           title="effect")), 1, 1)
+    fig.add_trace(go.Heatmap(z=result.head_probe.tolist(), colorscale="Viridis",
+                             colorbar=dict(x=fig.layout.xaxis2.domain[1] + 0.01, xanchor="left", thickness=12,
+                                           title="accuracy")), 1, 2)
     for col in (1, 2):
         fig.update_xaxes(title_text="head", row=1, col=col)
         fig.update_yaxes(title_text="layer", row=1, col=col)
-    fig.update_layout(height=420, margin=dict(l=40, r=20, t=40, b=40))
+    fig.update_layout(height=420, margin=dict(l=40, r=70, t=40, b=40))
     return fig
 
 

@@ -27,9 +27,11 @@ def head_heatmap(values: Sequence[Sequence[float]], title: str, colorbar: str = 
             x=[h for _, h, _ in top], y=[l for l, _, _ in top], mode="markers+text",
             marker=dict(symbol="circle-open", size=16, color="red", line=dict(width=2)),
             text=[f"L{l}H{h}" for l, h, _ in top], textposition="middle right", textfont=dict(color="red"),
-            hovertemplate="%{text}<extra></extra>", showlegend=False,
+            hovertemplate="%{text}<extra></extra>", showlegend=False, cliponaxis=False,
         ))
-    fig.update_yaxes(autorange="reversed")
+    # the cells fill the axes: autorange padded them by the circles' size (an empty strip past the last layer)
+    fig.update_xaxes(range=[-0.5, len(values[0]) - 0.5])
+    fig.update_yaxes(range=[n_layers - 0.5, -0.5])
     return _layout(fig, title, "head", "layer", height=max(320, 14 * n_layers + 120))
 
 

@@ -2,6 +2,7 @@
 JSON summary (``result.summary()``), so figures can be drawn from saved runs."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import plotly.graph_objects as go
@@ -12,7 +13,14 @@ PHASE_COLOURS = {"memorisation": "rgba(255,160,0,0.12)", "circuit_formation": "r
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h"))
+    """Title, size and a legend in a row at the foot of the figure, below the x-axis title (a legend in paper
+    coordinates ran into it); a figure with subplot titles gets room between them and its title. Secondary
+    y axes get their own round ticks and no grid (plotly's default "sync" ticks read 0.276, 74.9, ...)."""
+    subplot_titles = any(a.yref == "paper" and a.y is not None and a.y >= 1 for a in fig.layout.annotations)
+    fig.update_layout(title=title, height=height + (20 if subplot_titles else 0),
+                      margin=dict(l=50, r=20, t=70 if subplot_titles else 50, b=40),
+                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0))
+    fig.for_each_yaxis(lambda ax: ax.update(tickmode="auto", showgrid=False) if ax.overlaying else None)
     return fig
 
 
@@ -98,11 +106,33 @@ def lu_curves(rows: list[dict[str, Any]], sweep: list[dict[str, Any]] | None = N
     return _layout(fig, "Loss against weight norm (Liu et al.'s LU)", height=320)
 
 
+def loss_floor(values: list[float], decades: float = 3.0) -> float:
+    """The lowest loss a log axis shows: ``decades`` below the smallest test-scale value, rounded down to a power
+    of 10. Past the interpolation threshold the train loss is 0 up to rounding (1e-28); drawn as it is, it
+    stretched the axis over 35 decades."""
+    positive = [v for v in values if v is not None and v > 0]
+    return 10.0 ** math.floor(math.log10(min(positive)) - decades) if positive else 1e-3
+
+
 def double_descent(summary: dict[str, Any]) -> go.Figure:
+    """Test and train MSE against width (both log). Train losses below ``loss_floor`` (test losses and train losses
+    before the threshold set it) are drawn on the floor as open triangles, the value in their hover."""
+    widths, test, train = summary["widths"], summary["test_loss"], summary["train_loss"]
+    n_train = summary["config"]["n_train"]
+    floor = loss_floor(list(test) + [v for w, v in zip(widths, train) if w < n_train])
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=summary["widths"], y=summary["test_loss"], name="test loss", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=summary["widths"], y=summary["train_loss"], name="train loss", mode="lines+markers"))
-    fig.add_vline(x=summary["config"]["n_train"], line_dash="dash", annotation_text="width = n_train")
+    fig.add_trace(go.Scatter(x=widths, y=test, name="test loss", mode="lines+markers"))
+    below = [v is not None and v < floor for v in train]
+    fig.add_trace(go.Scatter(x=widths, y=[max(v, floor) if v is not None else None for v in train],
+                             name=f"train loss (▽: below 1e{round(math.log10(floor))}, i.e. ~0)",
+                             mode="lines+markers",
+                             customdata=train, hovertemplate="width %{x}: train MSE %{customdata:.3g}<extra></extra>",
+                             marker=dict(symbol=["triangle-down-open" if b else "circle" for b in below],
+                                         size=[9 if b else 6 for b in below])))
+    # a shape's x on a log axis is data, an annotation's is log10: the label goes on with log10(n_train)
+    fig.add_vline(x=n_train, line_dash="dash")
+    fig.add_annotation(x=math.log10(n_train), y=1, yref="paper", text="width = n_train", showarrow=False,
+                       xanchor="left", yanchor="top")
     fig.update_xaxes(type="log", title="width (random features)")
     fig.update_yaxes(type="log", title="MSE")
     return _layout(fig, "Model-wise double descent with label noise", height=320)

@@ -51,7 +51,7 @@ def phase_diagram(densities: Sequence[float], importances: Sequence[float], phas
                     [0.66, PHASE_COLOURS[1]], [0.67, PHASE_COLOURS[2]], [1, PHASE_COLOURS[2]]],
         colorbar=dict(tickvals=[0, 1, 2], ticktext=list(labels))))
     fig.update_xaxes(type="log", title="relative importance of feature 2")
-    fig.update_yaxes(type="log", title="feature density 1 - S")
+    fig.update_yaxes(type="log", title="feature density 1 - S", dtick="D2")  # 1, 2, 5: every digit crowded
     fig.update_layout(height=380, margin=dict(t=20, b=40))
     return fig
 
@@ -64,7 +64,9 @@ def dimensionality_scatter(dims_per_feature: Sequence[float], dimensionalities: 
     ys = [d for ds in dimensionalities for d in ds]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=5, opacity=0.6), name="features"))
     for frac, label in [(1, "1"), (3 / 4, "3/4"), (2 / 3, "2/3"), (1 / 2, "1/2"), (2 / 5, "2/5"), (1 / 3, "1/3")]:
-        fig.add_hline(y=frac, line=dict(dash="dot", width=1, color="grey"), annotation_text=label)
+        # the lower of two close lines (2/3 under 3/4, 1/3 under 2/5) is labelled below it: above, they touched
+        fig.add_hline(y=frac, line=dict(dash="dot", width=1, color="grey"), annotation_text=label,
+                      annotation_position="bottom right" if label in ("2/3", "1/3") else "top right")
     fig.update_xaxes(title="dimensions per feature m / ||W||_F²")
     fig.update_yaxes(title="feature dimensionality D_i", range=[0, 1.1])
     fig.update_layout(height=380, margin=dict(t=20, b=40), showlegend=False)
@@ -86,6 +88,7 @@ def histogram(hist: dict[str, Any], title: str = "") -> go.Figure:
     edges = hist["edges"]
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     fig = go.Figure(go.Bar(x=centres, y=hist["counts"], marker_color="#f58518"))
-    fig.update_layout(height=200, margin=dict(t=30 if title else 10, b=30, l=40, r=10), title=title or None)
+    fig.update_layout(height=200, margin=dict(t=30 if title else 10, b=30, l=55, r=10), title=title or None)
     fig.update_xaxes(title="activation")
+    fig.update_yaxes(title="count")
     return fig

@@ -45,7 +45,9 @@ def steering_curve(coefficients: Sequence[float], behaviour: Sequence[float], pe
     fig.add_trace(go.Scatter(x=list(coefficients), y=list(perplexity), mode="lines+markers",
                              name="perplexity on neutral text"), secondary_y=True)
     fig.update_yaxes(title_text="log-odds", secondary_y=False)
-    fig.update_yaxes(title_text="perplexity", type="log", secondary_y=True)
+    # its own ticks, no grid: plotly's default for an overlaying axis ("sync") labels the left axis's grid lines
+    # with values like 74.9 and 87.2
+    fig.update_yaxes(title_text="perplexity", type="log", tickmode="auto", showgrid=False, secondary_y=True)
     fig.update_layout(title=title, xaxis_title="coefficient")
     return fig
 

@@ -20,20 +20,21 @@ def trace_heatmaps(effects: dict[str, Sequence[Sequence[float]]], row_labels: Se
     """
     kinds = list(effects)
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[_TITLES.get(k, k) for k in kinds],
-                        horizontal_spacing=0.08)
+                        horizontal_spacing=0.1)
     labels = [f"{i}: {t!r}" + (" *" if i in highlight_rows else "") for i, t in enumerate(row_labels)]
     for c, kind in enumerate(kinds, 1):
         x = list(range(len(effects[kind][0]))) if layers is None else list(layers)
         z = [[row[l] for l in x] for row in effects[kind]]
         fig.add_trace(go.Heatmap(
             z=z, x=x, y=labels, colorscale=_COLORS.get(kind, "Viridis"),
-            colorbar=dict(x=c / len(kinds) - 0.02, len=0.9, thickness=10),
+            colorbar=dict(x=fig.layout[f"xaxis{c if c > 1 else ''}"].domain[1] + 0.005, xanchor="left", len=0.9,
+                          thickness=10),
             hovertemplate="layer %{x}<br>%{y}<br>effect %{z:.3f}<extra>" + kind + "</extra>",
         ), row=1, col=c)
         fig.update_xaxes(title_text="layer", row=1, col=c)
         fig.update_yaxes(autorange="reversed", showticklabels=(c == 1), row=1, col=c)
-    fig.update_layout(title=title, height=160 + 28 * len(row_labels), width=330 * len(kinds) + 180,
-                      margin=dict(l=10, r=10, t=70, b=40))
+    # no fixed width: it left one panel (the default run traces MLPs only) in the left half of the page
+    fig.update_layout(title=title, height=160 + 28 * len(row_labels), margin=dict(l=10, r=50, t=70, b=40))
     return fig
 
 

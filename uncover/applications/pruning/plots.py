@@ -40,8 +40,12 @@ def tradeoff_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], 
     for label, value in (targets or {}).items():
         axis = "x" if label.startswith("x:") else "y"
         kwargs = {"x": value} if axis == "x" else {"y": value}
+        # a horizontal target's label at the left end, under its line: at the right end, above it, it ran into a
+        # vertical target's label when the line lay near the top
         (fig.add_vline if axis == "x" else fig.add_hline)(**kwargs, line_dash="dash", line_color="#999",
-                                                         annotation_text=label[2:])
+                                                         annotation_text=label[2:],
+                                                         annotation_position="top right" if axis == "x" else
+                                                         "bottom left")
     fig.update_layout(height=360, xaxis_title=x_title, yaxis_title=y_title,
                       margin=dict(l=60, r=20, t=30, b=50))
     return fig
