@@ -7,12 +7,23 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from uncover.core import ActivationCache, HookPoint, Model, load
-from uncover.core import interventions
 from uncover.errors import UncoverError
 
+if TYPE_CHECKING:
+    from uncover.core import ActivationCache, HookPoint, Model, interventions, load
+
 __version__ = "0.1.0"
+
+# The core names, imported on first use (they bring torch and transformers), so `import uncover` and the
+# command line's --help stay fast: uc.load, uc.Model, uc.interventions, ...
+_CORE = {
+    "ActivationCache": "uncover.core.cache",
+    "HookPoint": "uncover.core.hooks",
+    "Model": "uncover.core.model",
+    "load": "uncover.core.loading",
+}
 
 # Technique modules, imported on first use: uc.heads.scores(...), uc.patching.activation_patching(...)
 _LAZY = {
@@ -39,9 +50,20 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _CORE:
+        value = getattr(importlib.import_module(_CORE[name]), name)
+    elif name == "interventions":
+        value = importlib.import_module("uncover.core.interventions")
+    elif name in _LAZY:
         return importlib.import_module(_LAZY[name])
-    raise AttributeError(f"module 'uncover' has no attribute {name!r}")
+    else:
+        raise AttributeError(f"module 'uncover' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_CORE) | {"interventions"})
 
 
 __all__ = ["ActivationCache", "HookPoint", "Model", "UncoverError", "interventions", "load", "__version__"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -40,8 +42,7 @@ def load_model(name: str):
 @app.command()
 def models() -> None:
     """Bundled models and whether they are installed."""
-    from uncover.core.loading import cache_root
-    from uncover.core.zoo import BUNDLED
+    from uncover.core.zoo import BUNDLED, cache_root
 
     table = Table("name", "installed", "description", "install with")
     for b in BUNDLED.values():
@@ -130,10 +131,48 @@ def serve(
     run_server(explorer, host, port, allow_host or [], echo=lambda s: console.print(s, highlight=False, soft_wrap=True))
 
 
+def _import_area(module_name: str):
+    """Import an area's CLI module without running the package ``__init__`` files above it yet.
+
+    An area package's ``__init__`` imports its techniques (torch, transformers, ...), which listing or
+    parsing commands never needs. Each enclosing package that is not imported yet is put in place with
+    ``importlib.util.LazyLoader``: it runs on its first attribute access, exactly as a normal import
+    would have run it, so ``uncover --help`` stays fast and everything else behaves the same.
+    """
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    parts = module_name.split(".")
+    parent = importlib.import_module(parts[0])
+    search = parent.__path__
+    for i in range(1, len(parts)):
+        name = ".".join(parts[: i + 1])
+        module = sys.modules.get(name)
+        if module is not None:
+            if i < len(parts) - 1:  # read past a lazy package's __getattribute__, which would run it
+                search = object.__getattribute__(module, "__path__")
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(name, search)
+            if spec is None:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            if i < len(parts) - 1:  # an enclosing package: lazy
+                spec.loader = importlib.util.LazyLoader(spec.loader)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            search = spec.submodule_search_locations
+        setattr(parent, parts[i], module)
+        parent = module
+    return parent
+
+
 def _register_areas() -> None:
     for module_name in AREAS:
         try:
-            module = importlib.import_module(module_name)
+            module = _import_area(module_name)
         except ModuleNotFoundError as e:
             if e.name == module_name:  # area not built in this checkout
                 continue

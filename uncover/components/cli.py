@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uncover.cli import load_model as _load
-from uncover.core.results import RichProgress
+from uncover.core.progress import RichProgress
 
 console = Console()
 HEAD_KINDS = ("previous_token", "duplicate_token", "induction", "copying")

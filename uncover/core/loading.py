@@ -24,16 +24,12 @@ import torch
 from torch import nn
 
 from uncover.core.model import Model
-from uncover.core.zoo import BUNDLED
+from uncover.core.zoo import BUNDLED, cache_root
 from uncover.errors import UncoverError, closest
 
 log = logging.getLogger("uncover")
 DEFAULT_MODEL = "smollm2-135m"
 _MANIFEST = "uncover-cache.json"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("UNCOVER_CACHE", Path.home() / ".cache" / "uncover"))
 
 
 def load(

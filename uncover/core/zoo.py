@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from uncover.errors import UncoverError
+
+
+def cache_root() -> Path:
+    """Where dequantised weights and other caches live: $UNCOVER_CACHE, else ~/.cache/uncover."""
+    return Path(os.environ.get("UNCOVER_CACHE", Path.home() / ".cache" / "uncover"))
 
 
 @dataclass(frozen=True)

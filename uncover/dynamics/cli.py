@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uncover.core.results import RichProgress
+from uncover.core.progress import RichProgress
 
 console = Console()
 

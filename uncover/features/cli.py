@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uncover.cli import load_model as _load
-from uncover.core.results import RichProgress
+from uncover.core.progress import RichProgress
 
 console = Console()
 toy_app = typer.Typer(no_args_is_help=True, help="Toy models (superposition).")
