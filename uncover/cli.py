@@ -6,6 +6,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import sys
+import types
 from pathlib import Path
 from typing import Optional
 
@@ -131,13 +132,30 @@ def serve(
     run_server(explorer, host, port, allow_host or [], echo=lambda s: console.print(s, highlight=False, soft_wrap=True))
 
 
+class _DeferredPackage(types.ModuleType):
+    """A package whose ``__init__`` has not run yet: it runs on the first lookup of a name the module does
+    not have. ``__path__``, ``__file__`` and ``__spec__`` are already set, so importing a submodule or
+    inspecting the module (``inspect.getmodule`` reads ``__file__`` of every module in ``sys.modules``
+    while torch imports) does not run it; ``importlib.util.LazyLoader`` would, in the middle of another
+    import, and could close an import cycle."""
+
+    def __getattr__(self, name: str):
+        self.__class__ = types.ModuleType
+        try:
+            self.__spec__.loader.exec_module(self)
+        except BaseException:
+            self.__class__ = _DeferredPackage
+            raise
+        return getattr(self, name)
+
+
 def _import_area(module_name: str):
     """Import an area's CLI module without running the package ``__init__`` files above it yet.
 
     An area package's ``__init__`` imports its techniques (torch, transformers, ...), which listing or
-    parsing commands never needs. Each enclosing package that is not imported yet is put in place with
-    ``importlib.util.LazyLoader``: it runs on its first attribute access, exactly as a normal import
-    would have run it, so ``uncover --help`` stays fast and everything else behaves the same.
+    parsing commands never needs. Each enclosing package that is not imported yet is put in place as a
+    :class:`_DeferredPackage`, which runs its ``__init__`` when one of its names is first used, so
+    ``uncover --help`` stays fast and everything else behaves as after a normal import.
     """
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -147,23 +165,21 @@ def _import_area(module_name: str):
     for i in range(1, len(parts)):
         name = ".".join(parts[: i + 1])
         module = sys.modules.get(name)
-        if module is not None:
-            if i < len(parts) - 1:  # read past a lazy package's __getattribute__, which would run it
-                search = object.__getattribute__(module, "__path__")
-        else:
+        if module is None:
             spec = importlib.machinery.PathFinder.find_spec(name, search)
             if spec is None:
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            if i < len(parts) - 1:  # an enclosing package: lazy
-                spec.loader = importlib.util.LazyLoader(spec.loader)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-            search = spec.submodule_search_locations
+            if i < len(parts) - 1:  # an enclosing package: its __init__ runs on first use
+                module.__class__ = _DeferredPackage
+            else:
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+        search = module.__dict__.get("__path__")
         setattr(parent, parts[i], module)
         parent = module
     return parent

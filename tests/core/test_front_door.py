@@ -85,3 +85,20 @@ print("ok", rome.__module__)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", "uncover.applications.editing.rome"]
+
+
+def test_deferred_area_packages_survive_torchs_import_time_module_inspection():
+    """torch's import walks sys.modules with inspect.getmodule (hasattr(module, '__file__')); a deferred
+    area package must not run its __init__ then, in the middle of another import (it closed an import
+    cycle through uncover.core.results and broke `uncover report` in a fresh process)."""
+    code = """
+import sys
+import uncover.cli as cli
+cli._register_areas()
+from uncover.report.build import build_report
+import uncover.components.circuits as circuits
+print("ok", "torch" in sys.modules, circuits.EdgeScores.__module__)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "True", "uncover.components.circuits.discovery"]
