@@ -20,8 +20,9 @@ API mappings from 7af87c2 (there in ``make_spine_parity.compute_old``, here in `
   layer-first now (the golden values were transposed when written);
 - ``progress`` callables are now ``Progress`` objects (not passed here: both defaults show nothing).
 
-The values are float32 CPU results under the torch / transformers versions recorded in the golden file; a
-version change that moves rounding past 1e-6 means regenerating them from 7af87c2 (the generator runs on the
+The values are float32 CPU results under the torch / transformers versions and CPU kernels recorded in the
+golden file (another CPU's kernels move plain forwards by ~3e-7 and these differences by up to 6e-5); a
+version or machine change that moves rounding past 1e-6 means regenerating them from 7af87c2 (the generator runs on the
 old tree with today's dependencies), not editing them.
 """
 from __future__ import annotations
@@ -173,7 +174,8 @@ def _versions() -> str:
     import transformers
 
     saved = torch.load(GOLDEN)["versions"]
-    return f"golden computed with {saved}, now torch {torch.__version__}, transformers {transformers.__version__}"
+    return (f"golden computed with {saved}, now torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"CPU {torch.backends.cpu.get_cpu_capability()}")
 
 
 def _check(golden: dict, prefix: str, new: dict) -> None:

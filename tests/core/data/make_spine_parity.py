@@ -300,7 +300,8 @@ def main() -> None:
     golden = {k: v.contiguous() for k, v in sorted(golden.items())}
     import transformers
 
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, "
+                f"CPU {torch.backends.cpu.get_cpu_capability()}")
     torch.save({"commit": "7af87c2", "versions": versions, "values": golden}, GOLDEN)
     print(f"{len(golden)} tensors, {GOLDEN.stat().st_size / 1024:.0f} KiB -> {GOLDEN}")
 
