@@ -71,7 +71,11 @@ def _worker(rank: int, world: int, port: int, out: str, archs: tuple, crash_at: 
         history = train_sae_ddp(sae, batches, _train_cfg(ckpt))
         if rank == 0:
             torch.save({"state": sae.state_dict(), "mse": history.mse}, os.path.join(out, f"{arch}.pt"))
+    dist.barrier()
     dist.destroy_process_group()
+    # Leave without interpreter finalisation: gloo's worker threads can still be alive then and abort the
+    # process ("terminate called without an active exception", SIGABRT; seen once in CI, pytorch#179291).
+    os._exit(0)
 
 
 def _spawn(out, archs, crash_at=None) -> None:
