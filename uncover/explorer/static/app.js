@@ -68,6 +68,19 @@ function bar(value, scale) {
 
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
+// plotly.js is an async script: the first view's API calls run while the browser parses it
+const plotlyReady = new Promise((resolve, reject) => {
+  if (window.Plotly) return resolve(window.Plotly);
+  const tag = document.getElementById("plotly-js");
+  tag.addEventListener("load", () => resolve(window.Plotly));
+  tag.addEventListener("error", () => reject(new Error("plotly.js did not load: restart `uncover serve`")));
+});
+
+async function plot(el, data, layout) {
+  const Plotly = await plotlyReady;
+  return Plotly.react(el, data, layout, PLOT_CONFIG);
+}
+
 // ---- prompt, tokens, next token ---------------------------------------------------------------------
 async function runPrompt() {
   const prompt = $("prompt").value;
@@ -145,7 +158,7 @@ async function loadLens() {
     colorbar: { title: { text: "target p" }, thickness: 12 } };
   const layout = { margin: { l: 80, r: 10, t: 10, b: 90 }, height: 130 + 22 * r.labels.length,
     xaxis: { tickangle: -45, type: "category", automargin: true }, yaxis: { type: "category", automargin: true } };
-  await Plotly.react("lens-plot", [trace], layout, PLOT_CONFIG);
+  await plot("lens-plot", [trace], layout);
   $("lens-plot").removeAllListeners?.("plotly_click");
   $("lens-plot").on("plotly_click", (ev) => selectPos(ev.points[0].pointIndex[1]));
   renderLensTable();
@@ -216,7 +229,7 @@ async function selectHead(layer, head) {
   const layout = { margin: { l: 100, r: 10, t: 10, b: 100 }, height: side, width: side + 80,
     xaxis: { type: "category", tickangle: -45, title: { text: "key" } },
     yaxis: { type: "category", autorange: "reversed", title: { text: "query" } } };
-  await Plotly.react("attn-plot", [trace], layout, PLOT_CONFIG);
+  await plot("attn-plot", [trace], layout);
   $("attn-plot").removeAllListeners?.("plotly_click");
   $("attn-plot").on("plotly_click", (ev) => selectPos(ev.points[0].pointIndex[0]));
   renderAttnRow();
@@ -251,7 +264,7 @@ async function loadDla() {
     colorbar: { title: { text: "logit" }, thickness: 12 } };
   const layout = { margin: { l: 50, r: 10, t: 10, b: 40 }, height: 100 + 16 * L,
     xaxis: { type: "category" }, yaxis: { type: "category", autorange: "reversed" } };
-  await Plotly.react("dla-plot", [trace], layout, PLOT_CONFIG);
+  await plot("dla-plot", [trace], layout);
   $("dla-summary").innerHTML = `Logit of <b class="tokcell" id="dla-token-shown">${esc(show(r.token))}</b> at position ` +
     `${r.pos} ${esc(show(S.run.tokens[r.pos]))}: <span id="dla-actual">${f3(r.actual)}</span>; sum of the parts ` +
     `<span id="dla-total">${f3(r.total)}</span>; embedding <span id="dla-embed">${f3(r.values[index.embed])}</span>.`;
@@ -317,8 +330,8 @@ function renderCard(el, card) {
   const h = card.histogram;
   if (h.counts.length) {
     const centres = h.counts.map((_, i) => (h.edges[i] + h.edges[i + 1]) / 2);
-    Plotly.newPlot(el.querySelector(".hist"), [{ type: "bar", x: centres, y: h.counts, marker: { color: "#2f5fd0" } }],
-      { margin: { l: 40, r: 10, t: 5, b: 30 }, height: 200, xaxis: { title: { text: "activation" } } }, PLOT_CONFIG);
+    guarded(() => plot(el.querySelector(".hist"), [{ type: "bar", x: centres, y: h.counts, marker: { color: "#2f5fd0" } }],
+      { margin: { l: 40, r: 10, t: 5, b: 30 }, height: 200, xaxis: { title: { text: "activation" } } }));
   }
   el.scrollIntoView({ behavior: "instant", block: "nearest" });
 }
@@ -450,6 +463,7 @@ function selectNode(id) {
 
 // ---- start ---------------------------------------------------------------------------------------------
 async function start() {
+  const first = runPrompt();  // the default prompt's views need nothing from /api/info: fetch both at once
   S.info = await api("/api/info");
   const c = S.info.cfg;
   $("model-info").textContent = `${S.info.model}: ${c.architecture}, ${c.n_layers} layers × ${c.n_heads} heads, ` +
@@ -494,7 +508,7 @@ async function start() {
   $("circuit-select").addEventListener("change", () => guarded(loadCircuitIfNeeded));
   $("circuit-edges").addEventListener("input", () => { if (S.circuit) drawCircuit(); });
   $("circuit-svg").addEventListener("click", (e) => { const g = e.target.closest(".node"); if (g) selectNode(g.dataset.id); });
-  await runPrompt();
+  await first;
   document.body.dataset.ready = "1";
 }
 
