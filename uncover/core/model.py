@@ -22,6 +22,9 @@ from uncover.core.memory import tune_allocator
 from uncover.core.names import check_layer
 from uncover.errors import UncoverError, closest
 
+# an added token such as <start_of_image>, <|vision_pad|>, <audio>, [multimodal]: input of another modality
+MODALITY_TOKEN = re.compile(r"[<\[][^<>\[\]\s]*(image|vision|video|audio|multimodal)[^<>\[\]\s]*[>\]]", re.I)
+
 Names = "Sequence[str] | str | Callable[[str], bool] | None"
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 
@@ -75,6 +78,7 @@ class Model:
         # padding id for ragged batches; the caller's tokenizer is left as it was
         self._pad_id = None if tokenizer is None else (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        self._special_ids: list[int] | None = None
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -415,15 +419,21 @@ class Model:
         top_p: float | None = None,
         fwd_hooks: Iterable[tuple[str, Fn]] = (),
         seed: int | None = None,
+        allow_special: bool = False,
     ) -> str | list[str]:
         """Continue one prompt (-> str) or a batch (-> list[str]) with hooks active at every step.
 
         With the KV cache, the first step runs all prompt positions and each later step only the new
         position: a hook sees [batch, prompt_len, ...] once, then [batch, 1, ...] per generated token.
         So ``positions=`` in an intervention index the prompt at the first step only.
+
+        Tokens the tokenizer marks as special (control, chat and multimodal tokens such as Gemma's
+        ``<start_of_image>``) are never generated unless ``allow_special``; end-of-sequence still ends it.
         """
         tokens, mask = self.to_tokens(prompt, return_mask=True)
         kwargs: dict[str, Any] = {"do_sample": do_sample}
+        if not allow_special and (banned := self.special_token_ids()):
+            kwargs["suppress_tokens"] = banned
         if do_sample:
             kwargs.update(temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
         else:
@@ -439,6 +449,22 @@ class Model:
             )
         texts = self.tokenizer.batch_decode(out[:, tokens.shape[1] :], skip_special_tokens=True)
         return texts[0] if isinstance(prompt, str) else texts
+
+    def special_token_ids(self) -> list[int]:
+        """What ``generate`` never samples: ids the tokenizer marks as special, and added tokens that name
+        another modality (``<start_of_image>``, ``<|vision_start|>``, ``[multimodal]``: tokenizers converted
+        from GGUF keep these as plain added tokens), except end-of-sequence."""
+        if self._special_ids is None:
+            t = self.tokenizer
+            if t is None:
+                return []
+            added = getattr(t, "added_tokens_decoder", {})
+            special = {i for i, tok in added.items() if tok.special or MODALITY_TOKEN.fullmatch(tok.content)}
+            special |= set(t.all_special_ids)
+            eos = self.hf.generation_config.eos_token_id
+            ends = {t.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
+            self._special_ids = sorted(i for i in special - ends if i is not None and 0 <= i < self.cfg.d_vocab)
+        return self._special_ids
 
     # ---- weights ----------------------------------------------------------------------------------
     def _layer(self, l: int) -> nn.Module:
