@@ -293,3 +293,13 @@ def test_smollm2_reads_single_token_answers_and_pairs_match(smollm):
         assert h.shape == l.shape
     row = ly.measure_condition(smollm, data.CONDITIONS[-1], 16)
     assert row["honest_acc"] > row["lying_acc"]
+
+
+def test_rendered_numbers_are_the_computed_ones(result):
+    from tests.report_numbers import thresholds, unmatched_numbers
+    from uncover.applications.pruning.report import _plain
+
+    html = AR.render_lying(result)
+    assert unmatched_numbers(html, _plain(result.to_fields()), [], thresholds(AR)) == []
+    first = result.conditions[0]
+    assert f"({first['honest_acc']:.0%})" in html and f"({first['lying_acc']:.0%})" in html

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 
+from tests.report_numbers import thresholds, unmatched_numbers
 from uncover.applications.pruning import report as R
 from uncover.report.section import ReportContext
 
@@ -61,6 +62,21 @@ def test_section_computes_and_renders_on_a_tiny_model(align_lm, tmp_path):
         assert "error" not in data[part], data[part]
     html = R.SECTION.render(copy.deepcopy(data))
     assert "Pruning heads by importance" in html and "Bias heads" in html and "http" not in html.replace("https://", "")
+    # every printed number is a computed value, a value derived here from them, or a stated threshold
+    phys, bias = data["pruning"]["physical"], data["bias"]
+    derived = [phys["seconds"][0] / phys["seconds"][1], 1e3 * phys["seconds"][0], 1e3 * phys["seconds"][1],
+               phys["params"][0] / 1e6, phys["params"][1] / 1e6]
+    derived += [100 * (p / bias["perplexity"][0] - 1) for p in bias["perplexity"]]
+    for d in (v for v in data["toxic"].values() if isinstance(v, dict)):
+        base = next(r for r in d["rows"] if r["kind"] == "none")
+        derived += [len(d["words"]), len(d["skipped"])]
+        derived += [base[k] / r[k] for r in d["rows"] for k in ("provoking", "neutral")]
+        derived += [100 * (r["perplexity"] / base["perplexity"] - 1) for r in d["rows"]]
+    constants = thresholds(R) + [round(100 * R.AT_SHARE), round(100 * R.PPL_RISE), R.BIAS_HALF]
+    assert unmatched_numbers(html, data, derived, constants) == []
+    # and the headline numbers are the computed ones at their printed precision
+    assert f"{phys['params'][1] / 1e6:.2f} M parameters instead of {phys['params'][0] / 1e6:.2f} M" in html
+    assert f"{bias['bias_test'][0]:+.3f} nats" in html
 
 
 def test_wrapper_part_renders_a_saved_result_and_a_failure():

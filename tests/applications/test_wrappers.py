@@ -3,6 +3,7 @@ independent computations, the measured claims at test size, findings wording cho
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -234,3 +235,19 @@ def test_cli_runs_and_saves(tmp_path):
     assert saved.config["pretrain_steps"] == 20 and saved.config["finetune_steps"] == 10
     bad = CliRunner().invoke(app, ["wrappers", "--quick", "--steps", "0"])
     assert isinstance(bad.exception, UncoverError)
+
+
+def test_rendered_numbers_are_the_computed_ones(result):
+    from tests.report_numbers import thresholds, unmatched_numbers
+    from uncover.applications.pruning.report import _plain
+
+    html = AR.render_wrappers(result)
+    # restored shares written out from their definition: (pruned - fine-tuned) / (pre-trained - fine-tuned)
+    lost = result.pretrained_acc - result.finetuned_acc
+    shares = {(ranking, k): (d["capability"][i] - result.finetuned_acc) / lost
+              for ranking, d in result.prune.items() for i, k in enumerate(result.prune_counts) if k}
+    (ranking, k), share = max(shares.items(), key=lambda kv: kv[1])
+    assert result.best_restore() == (ranking, k, pytest.approx(share))
+    derived = [k / result.n_units, *shares.values()]
+    constants = thresholds(AR) + [math.floor(W.FEW_UNITS * result.n_units), 100 * W.FEW_UNITS]
+    assert unmatched_numbers(html, _plain(result.to_fields()), derived, constants) == []

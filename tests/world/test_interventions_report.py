@@ -9,6 +9,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from tests.report_numbers import thresholds, unmatched_numbers
 from tests.world.reference import RefOthello
 from uncover.data.othello import play, parse_moves, playable_squares, random_games
 from uncover.errors import UncoverError
@@ -157,6 +158,11 @@ def test_study_and_section_render(tiny_run):
     html = R.SECTION.render(data)
     assert html.count("Plotly.newPlot") == 4 and "<script src=" not in html  # offline: no external scripts
     assert "mine/theirs" in html and "edited board" in html
+    # every printed number is a computed one or a stated threshold (also as a percentage), the 95% of the
+    # intervals, or the citation (survey section 3.1; Li et al. 2022, Nanda et al. 2023)
+    stated = thresholds(R)
+    constants = stated + [round(100 * t, 6) for t in stated] + [95, 3.1, 2022, 2023]
+    assert unmatched_numbers(html, data, [], constants) == []
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
