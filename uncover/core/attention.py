@@ -12,6 +12,12 @@ only that attention module at this function (the model's mask and every other la
 each query head reads its KV head, except the changed ones, which read their own extra head. Without a
 pattern hook the layer's usual implementation (e.g. sdpa) then does the attention, so an unchanged forward
 is bitwise the plain one.
+
+At the attention call (structural adapters, for blocks whose q / k / v no module outputs: multi-head latent
+attention, interleaved rotary embeddings): ``call_site`` hooks read and write the query, key and value handed
+to the attention function, as [batch, pos, head, d_head]; edge edits registered with ``call_edits`` replace
+some heads' query, key or value there (core/edges.py, ``call_input_site``), and ``capture`` re-runs an
+attention module up to its attention call to get the q / k / v a changed input gives.
 """
 from __future__ import annotations
 
@@ -56,13 +62,113 @@ def _per_query_head(t: torch.Tensor, extra: torch.Tensor | None, n_heads: int) -
     return full if extra is None else full.index_copy(1, extra, t[:, n_kv:])
 
 
+# attention module -> hooks on the tensors handed to its attention function: (kind, fns, point, force_write)
+_CALL_HOOKS: "weakref.WeakKeyDictionary[nn.Module, list[tuple]]" = weakref.WeakKeyDictionary()
+# attention module -> per-head input edits (kind, edit(query, key, value) -> (query, key, value))
+_CALL_EDITS: "weakref.WeakKeyDictionary[nn.Module, list[tuple]]" = weakref.WeakKeyDictionary()
+
+
+class _Captured(Exception):
+    """Raised at the attention call of a re-run (``capture``): the rest of the forward is not needed."""
+
+
+def _registered(registry: weakref.WeakKeyDictionary, module: nn.Module, entry: tuple) -> Callable[[], None]:
+    """Add ``entry`` to ``registry[module]`` and route the module through uncover; returns undo."""
+    undo_route = route(module)
+    registry.setdefault(module, []).append(entry)
+
+    def undo() -> None:
+        entries = registry.get(module, [])
+        entries[:] = [e for e in entries if e is not entry]
+        if not entries:
+            registry.pop(module, None)
+        undo_route()
+
+    return undo
+
+
+def call_hooks(module: nn.Module, kind: str, fns: list[Fn], point: HookPoint, force_write: bool) -> Callable[[], None]:
+    """While registered, ``fns`` see (and may replace) the ``kind`` (q, k or v) tensor [batch, pos, head, d_head]
+    that ``module`` hands its attention function; returns undo."""
+    return _registered(_CALL_HOOKS, module, (kind, list(fns), point, force_write))
+
+
+def call_edits(module: nn.Module, kind: str, edit: Callable) -> Callable[[], None]:
+    """While registered, ``edit(query, key, value) -> (query, key, value)`` runs at ``module``'s attention call
+    (tensors [batch, head, pos, d_head]); returns undo. k / v edits of a grouped-query layer expand key and value
+    to one head per query head (``expand_kv``)."""
+    return _registered(_CALL_EDITS, module, (kind, edit))
+
+
+def expand_kv(module: nn.Module, key: torch.Tensor, value: torch.Tensor, n_heads: int):
+    """Key and value with one head per query head (each query head's KV head), for a per-query-head edit."""
+    if key.shape[1] == n_heads:
+        return key, value
+    n_rep = n_heads // key.shape[1]
+    return key.repeat_interleave(n_rep, dim=1), value.repeat_interleave(n_rep, dim=1)
+
+
+def capture(module: nn.Module, run: Callable[[], object]):
+    """(query, key, value) [batch, head, pos, d_head] that ``module`` hands its attention function during
+    ``run()`` (a direct call of its forward), which stops there; hooks on its sub-modules do not fire."""
+    box: list = []
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+    for m, _, _ in saved:
+        m._forward_hooks, m._forward_pre_hooks = type(m._forward_hooks)(), type(m._forward_pre_hooks)()
+    module.__dict__["_uncover_capture"] = box
+    try:
+        run()
+    except _Captured:
+        pass
+    finally:
+        del module.__dict__["_uncover_capture"]
+        for m, fwd, pre in saved:
+            m._forward_hooks, m._forward_pre_hooks = fwd, pre
+    if not box:
+        from uncover.errors import UncoverError
+
+        raise UncoverError(f"{type(module).__name__} did not reach its attention function when re-run")
+    return box[0]
+
+
+def _at_call(module: nn.Module, query, key, value):
+    """The call-level edits and hooks of ``module`` on (query, key, value): q edits (and k / v edits that need
+    no extra heads), then the hooks, then grouped-query k / v edits (hook_k / hook_v show the KV heads)."""
+    edits = _CALL_EDITS.get(module, [])
+    n_heads = query.shape[1]
+    late = [e for kind, e in edits if kind != "q" and key.shape[1] < n_heads]
+    for kind, edit in edits:
+        if kind == "q" or key.shape[1] == n_heads:
+            query, key, value = edit(query, key, value)
+    for kind, fns, point, force_write in list(_CALL_HOOKS.get(module, [])):
+        t = {"q": query, "k": key, "v": value}[kind].transpose(1, 2)
+        new = _apply(fns, t, point)
+        if new is not t or force_write:
+            new = new.transpose(1, 2)
+            query, key, value = (new if kind == "q" else query, new if kind == "k" else key,
+                                 new if kind == "v" else value)
+    for edit in late:
+        query, key, value = edit(query, key, value)
+    return query, key, value
+
+
 def _uncover_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    box = module.__dict__.get("_uncover_capture")
+    if box is not None:
+        box.append((query, key, value))
+        raise _Captured
+    n_kv = key.shape[1]
+    if module in _CALL_EDITS or module in _CALL_HOOKS:
+        query, key, value = _at_call(module, query, key, value)
+    expanded = key.shape[1] != n_kv
     carry = getattr(module, "_uncover_carry", None)
     k_extra, v_extra = (carry.pop("k", None), carry.pop("v", None)) if carry else (None, None)
     groups = getattr(module, "num_key_value_groups", None)
     if k_extra is not None or v_extra is not None:
         key = _per_query_head(key, k_extra, query.shape[1])
         value = _per_query_head(value, v_extra, query.shape[1])
+        module.num_key_value_groups = 1
+    elif expanded and groups is not None:
         module.num_key_value_groups = 1
     try:
         fns = _PATTERN_HOOKS.get(module)

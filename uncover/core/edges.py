@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from uncover.core.attention import route
+from uncover.core.attention import call_edits, call_hooks, capture, expand_kv, route
 from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first, onloaded
 from uncover.errors import UncoverError
 
@@ -197,6 +197,93 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
         return _chained(proj.module, f"{kind}_input", install, point, fns, force_write)
 
     return HookSite(proj.module, "edge", on_request=True, attach_fn=attach_fn)
+
+
+_CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past", "cache")
+
+
+def call_input_site(attn: nn.Module, norm: nn.Module | None, cfg: "ModelConfig", kind: str) -> HookSite:
+    """``blocks.{l}.hook_{kind}_input`` where no linear projection gives a head's q / k / v on its own (multi-head
+    latent attention, per-head norms after rotary, fixed KV-head reshapes): a head whose copy changed gets the
+    q (k, v) of the attention module re-run on its own copy (the pre-attention ``norm``, then the module's
+    forward up to its attention call, uncover.core.attention.capture); under grouped-query attention that head
+    reads the key / value of its KV head computed from its copy, the other query heads the shared one. The
+    other heads keep the model's own tensors. One re-run per changed head; edits need a forward without a KV
+    cache. hook_q (and, without grouped-query attention, hook_k / hook_v) of such a block are read at the
+    attention call, so they show the edit."""
+    n_heads = cfg.n_heads
+
+    def install(chain: _Chain) -> list:
+        seen: dict[str, Any] = {}
+
+        def capture_norm_input(module, args, output):
+            seen["x"] = args[0]
+
+        def capture_attn_call(module, args, kwargs):
+            if norm is None:
+                seen["x"] = args[0] if args else kwargs["hidden_states"]
+            seen["call"] = (args, kwargs)
+
+        def rerun(hidden: torch.Tensor):
+            args, kwargs = seen["call"]
+            if args:
+                return capture(attn, lambda: attn.forward(hidden, *args[1:], **kwargs))
+            return capture(attn, lambda: attn.forward(**{**kwargs, "hidden_states": hidden}))
+
+        def edit(query, key, value):
+            x = seen["x"]
+            b, p, d = x.shape
+            view = x.unsqueeze(2).expand(b, p, n_heads, d)
+            new = chain.run(view)
+            if chain.force_write:
+                heads = torch.arange(n_heads, device=x.device)
+            elif new is view:
+                return query, key, value
+            else:
+                heads = _changed_heads(new, view)
+                if len(heads) == 0:
+                    return query, key, value
+            _, kwargs = seen["call"]
+            if any(kwargs.get(k) is not None for k in _CACHE_KWARGS):
+                raise UncoverError(
+                    f"'hook_{kind}_input' of layer {chain.groups[0][0].layer} changed a head's input in a block "
+                    "whose heads uncover re-runs one by one, during a forward with a KV cache (generate); run the "
+                    "model without a cache (model(...), run_with_hooks) instead"
+                )
+            mine = []
+            for h in heads.tolist():
+                copy = new[:, :, h]
+                t = dict(zip("qkv", rerun(copy if norm is None else _first(norm.forward(copy)))))[kind]
+                mine.append(t[:, h // (n_heads // t.shape[1])])
+            mine = torch.stack(mine, dim=1)
+            if kind != "q":
+                key, value = expand_kv(attn, key, value, n_heads)
+            target = {"q": query, "k": key, "v": value}[kind]
+            target = target.index_copy(1, heads, mine.to(target.dtype))
+            return (target if kind == "q" else query, target if kind == "k" else key, target if kind == "v" else value)
+
+        handles: list = []
+        if norm is not None:
+            handles.append(norm.register_forward_hook(capture_norm_input))
+        handles.append(attn.register_forward_pre_hook(capture_attn_call, with_kwargs=True))
+        handles.append(_Undo(call_edits(attn, kind, edit)))
+        handles.append(_Undo(seen.clear))
+        return handles
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return _chained(attn, f"{kind}_call_input", install, point, fns, force_write)
+
+    return HookSite(attn, "edge", on_request=True, attach_fn=attach_fn)
+
+
+def call_site(attn: nn.Module, kind: str) -> HookSite:
+    """``attn.hook_{kind}`` read where the attention function receives it: [batch, pos, head, d_head] (after any
+    rotary embedding; for multi-head latent attention, after decompression)."""
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return [_Undo(call_hooks(attn, kind, fns, point, force_write))]
+
+    return HookSite(attn, "call", attach_fn=attach_fn)
 
 
 def result_site(

@@ -533,11 +533,12 @@ class StructuralAdapter(Adapter):
         """The edge-level names (core/edges.py) this block has what they need for: a head's input needs its
         linear projection, hook_result the output projection, hook_mlp_in the MLP's input residual."""
         plan, p, sites = self.plans[layer], f"blocks.{l}.", {}
-        keys = [k for k in "qkv" if k in plan.proj and (plan.attn_norm is not None or plan.reads_resid)]
-        if cfg.n_kv_heads < cfg.n_heads and not self._carries(plan):
-            keys = [k for k in keys if k == "q"]
-        for k in keys:
-            sites[p + f"hook_{k}_input"] = edges.head_input_site(self, layer, cfg, k)
+        calls = self._call_kinds(plan, cfg)
+        for k in "qkv":
+            if k in calls:
+                sites[p + f"hook_{k}_input"] = edges.call_input_site(plan.attn, plan.attn_norm, cfg, k)
+            elif self._linear_input(plan, cfg, k):
+                sites[p + f"hook_{k}_input"] = edges.head_input_site(self, layer, cfg, k)
         if self._per_head_z(plan, cfg):
             sites[p + "attn.hook_result"] = self.result_site(layer, cfg)
         norm = self.mlp_in_norm(layer)
@@ -605,7 +606,29 @@ class StructuralAdapter(Adapter):
 
     # hook sites: the base Adapter's, minus what this model does not have, plus the router
     def qkv_sites(self, layer, cfg):
-        return {k: layout.site(m) for k, (m, layout) in self.plans[layer].qkv.items()}
+        plan = self.plans[layer]
+        sites = {k: layout.site(m) for k, (m, layout) in plan.qkv.items()}
+        gqa = cfg.n_kv_heads < cfg.n_heads
+        for k in self._call_kinds(plan, cfg):  # read where the edits of call_input_site land (or nowhere else)
+            if k not in sites or k == "q" or not gqa:
+                sites[k] = edges.call_site(plan.attn, k)
+        return sites
+
+    def _linear_input(self, plan: BlockPlan, cfg: ModelConfig, k: str) -> bool:
+        """Whether hook_{k}_input can go through a linear projection of its own (core/edges.head_input_site)."""
+        if k not in plan.proj or k not in plan.qkv or (plan.attn_norm is None and not plan.reads_resid):
+            return False
+        calls = self.found.record.calls
+        if not _same(calls[plan.proj[k][0]].input, calls[plan.attn].input):
+            return False  # a low-rank path sits between (DeepSeek V2's q_a_proj -> norm -> q_b_proj)
+        return k == "q" or cfg.n_kv_heads == cfg.n_heads or self._carries(plan)
+
+    def _call_kinds(self, plan: BlockPlan, cfg: ModelConfig) -> list[str]:
+        """q / k / v whose head inputs are served at the attention call (core/edges.call_input_site): those
+        without a linear path, in blocks that call the transformers attention interface."""
+        if not plan.pattern or (plan.attn_norm is None and not plan.reads_resid):
+            return []
+        return [k for k in "qkv" if not self._linear_input(plan, cfg, k)]
 
     def mlp_pre_site(self, layer, cfg):
         pre = self.plans[layer].mlp_pre

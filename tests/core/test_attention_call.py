@@ -1,0 +1,143 @@
+"""Hooks at the attention call (core/attention.py call_site, core/edges.py call_input_site).
+
+For blocks whose q / k / v no module outputs (multi-head latent attention: deepseek_v3), or whose head inputs
+have no linear path (per-head norms after rotary: hunyuan; k / v reshaped by a fixed KV-head count under
+grouped-query attention: stablelm; multi-query attention in one fused projection: gpt_bigcode), uncover reads
+q / k / v where the attention function receives them and re-runs the attention module for a changed head's
+input. Checked against independent computations: softmax(q k^T * scale + causal mask) and its product with v,
+and runs that write the block's input residual instead.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from uncover.core.model import Model
+from uncover.coverage import build
+from uncover.errors import UncoverError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TYPES = ["deepseek_v3", "hunyuan_v1_dense", "stablelm", "gpt_bigcode"]
+TOKENS = torch.randint(5, 900, (2, 7), generator=torch.Generator().manual_seed(0))
+L = 1
+
+
+@functools.lru_cache(maxsize=None)
+def model_of(model_type: str) -> Model:
+    return Model(build(model_type))
+
+
+def noise(model, seed: int) -> torch.Tensor:
+    return torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+def changed_heads(a: torch.Tensor, b: torch.Tensor) -> set[int]:
+    return set((a != b).movedim(2, 0).flatten(1).any(1).nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_v3", "hunyuan_v1_dense", "gpt_bigcode"])
+def test_q_k_v_are_what_the_attention_computes_with(model_type):
+    """pattern = softmax(q k^T * scaling + causal mask) and z = pattern @ v, from the hooked q, k, v alone
+    (types whose hook_q and hook_k are after the rotary embedding; stablelm's hook_q and hook_k are its
+    projections' outputs, before it)."""
+    model = model_of(model_type)
+    p = f"blocks.{L}.attn."
+    with torch.no_grad():
+        _, cache = model.run_with_cache(TOKENS, names=[p + n for n in ("hook_q", "hook_k", "hook_v", "hook_z", "hook_pattern")])
+    q, k, v = (cache[p + f"hook_{x}"].transpose(1, 2) for x in "qkv")  # [b, head, pos, d]
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    attn = model.adapter.attn(model.adapter.layers(model.hf)[L])
+    scores = q @ k.transpose(-1, -2) * attn.scaling
+    n = q.shape[2]
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    pattern = scores.softmax(-1)
+    torch.testing.assert_close(cache[p + "hook_pattern"], pattern, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cache[p + "hook_z"], (pattern @ v).transpose(1, 2), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_call_level_names_are_served_there(model_type):
+    model = model_of(model_type)
+    sites = model._sites
+    calls = [k for k in "qkv" if sites[f"blocks.{L}.hook_{k}_input"].attach_fn.__qualname__.startswith("call_input_site")]
+    assert calls, "these types need the attention-call path for some head input"
+    with torch.no_grad():
+        ref = model.hf(TOKENS).logits
+        names = [f"blocks.{L}.hook_{k}_input" for k in "qkv"] + [f"blocks.{L}.attn.hook_{k}" for k in "qkv"]
+        logits, cache = model.run_with_cache(TOKENS, names=names)
+    assert torch.equal(logits, ref), "read-only, the attention call leaves the logits bitwise equal"
+    c = model.cfg
+    assert cache[f"blocks.{L}.hook_q_input"].shape == (2, 7, c.n_heads, c.d_model)
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+@pytest.mark.parametrize("model_type", TYPES)
+def test_writing_one_heads_input_changes_only_that_head(model_type, kind):
+    model = model_of(model_type)
+    gqa = model.cfg.n_kv_heads < model.cfg.n_heads
+    p, h = f"blocks.{L}.", 1
+
+    def edit(t, hook):
+        mask = torch.zeros(t.shape[2], 1)
+        mask[h] = 1
+        return t + mask * noise(model, 1)
+
+    names = [p + f"attn.hook_{x}" for x in "qkvz"]
+    with torch.no_grad():
+        base_logits, base = model.run_with_cache(TOKENS, names=names)
+        logits, cache = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + f"hook_{kind}_input", edit)])
+    assert not torch.allclose(logits, base_logits)
+    for x in "qkv":
+        want = {h} if x == kind and not (gqa and kind != "q") else set()
+        assert changed_heads(cache[p + f"attn.hook_{x}"], base[p + f"attn.hook_{x}"]) == want, x
+    assert changed_heads(cache[p + "attn.hook_z"], base[p + "attn.hook_z"]) == {h}
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_head_inputs_agree_with_writing_the_block_input(model_type):
+    """Every head reading x' through its q, k and v inputs = the block reading x'; one head's q input := x'
+    gives that head the q (and z row of queries) of the block reading x'."""
+    model = model_of(model_type)
+    p = f"blocks.{L}."
+    with torch.no_grad():
+        _, cache = model.run_with_cache(TOKENS, names=p + "hook_resid_pre")
+        moved = cache[p + "hook_resid_pre"] + noise(model, 2)
+        names = [p + "attn.hook_z", p + "attn.hook_q", p + "hook_attn_out"]
+        _, ref = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + "hook_resid_pre", lambda t, hook: moved)])
+        each = lambda t, hook: moved[:, :, None].expand_as(t)  # noqa: E731
+        _, via = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + f"hook_{k}_input", each) for k in "qkv"])
+        torch.testing.assert_close(via[p + "attn.hook_z"], ref[p + "attn.hook_z"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(via[p + "hook_attn_out"], ref[p + "hook_attn_out"], atol=1e-5, rtol=1e-4)
+        head_2 = lambda t, hook: torch.cat([t[:, :, :2], moved[:, :, None], t[:, :, 3:]], 2)  # noqa: E731
+        _, one = model.run_with_cache(TOKENS, names=p + "attn.hook_q", fwd_hooks=[(p + "hook_q_input", head_2)])
+    torch.testing.assert_close(one[p + "attn.hook_q"][:, :, 2], ref[p + "attn.hook_q"][:, :, 2], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_v3", "stablelm"])
+def test_gradients_at_head_inputs_split_the_residual_gradient(model_type):
+    """Chain rule: d/d resid_pre = d/d resid_post + d/d mlp_in + sum over heads of d/d (q, k, v inputs)."""
+    model = model_of(model_type)
+    p = f"blocks.{L}."
+    names = [p + n for n in ("hook_resid_pre", "hook_resid_post", "hook_mlp_in", "hook_q_input", "hook_k_input",
+                             "hook_v_input")]
+    _, _, grads = model.grad_cache(TOKENS, lambda logits: logits[:, -1, :7].sum(), names=names)
+    heads = sum(grads[p + f"hook_{k}_input"].sum(2) for k in "qkv")
+    want = grads[p + "hook_resid_post"] + grads[p + "hook_mlp_in"] + heads
+    torch.testing.assert_close(grads[p + "hook_resid_pre"], want, atol=1e-5, rtol=1e-4)
+    assert all(grads[p + f"hook_{k}_input"][:, :, 1].abs().sum() > 0 for k in "qkv")
+
+
+def test_edits_refuse_a_kv_cache_and_everything_is_put_back():
+    model = model_of("deepseek_v3")
+    attn = model.adapter.attn(model.adapter.layers(model.hf)[L])
+    config = attn.config
+    edit = lambda t, hook: t + 1.0  # noqa: E731
+    with model.hooks([(f"blocks.{L}.hook_q_input", edit)]), pytest.raises(UncoverError, match="without a cache"):
+        model.hf.generate(TOKENS[:1], max_new_tokens=2, do_sample=False)
+    assert attn.config is config
+    for m in model.hf.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and "_uncover_chains" not in m.__dict__
