@@ -28,8 +28,9 @@ SHRINK = {
     "num_experts_per_tok": 2, "moe_topk": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
     "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
     "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16,
-    "rotary_dim": 8, "num_dense_layers": 1,
+    "rotary_dim": 8, "num_dense_layers": 1, "moe_k": 2, "num_experts_per_token": 2, "num_expert_group": 1,
 }
+NULLABLE = ("head_dim", "num_key_value_heads", "num_experts_per_tok")  # set even where the default is None
 MAX_PARAMS = 5_000_000
 SEQ2SEQ_EXTRA = {"trocr", "bert-generation", "blt"}  # decoders of encoder-decoder / latent-patch models
 ENCODER_EXTRA = {"xlnet"}
@@ -63,7 +64,7 @@ def tiny_config(model_type: str):
     base = AutoConfig.for_model(model_type)
     d = base.to_dict()
     n_layers = next((d[k] for k in ("num_hidden_layers", "n_layer", "n_layers", "num_layers") if isinstance(d.get(k), int)), None)
-    kw = {k: v for k, v in SHRINK.items() if k in d and (d[k] is not None or k in ("head_dim", "num_key_value_heads"))}
+    kw = {k: v for k, v in SHRINK.items() if k in d and (d[k] is not None or k in NULLABLE)}
     if "qk_rope_head_dim" in d:  # multi-head latent attention: rotary runs on the rope part only
         kw["head_dim"] = SHRINK["qk_rope_head_dim"]
         kw["num_key_value_heads"] = SHRINK["num_attention_heads"]  # keys are decompressed per head

@@ -141,3 +141,44 @@ def test_missing_names_are_explained():
     assert "attn.hook_pattern" in model.adapter.missing
     with pytest.raises(UncoverError, match="partial level.*hook_attn_out"):
         model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.attn.hook_pattern"])
+
+
+def test_residual_scales_are_found_from_the_forward():
+    """MiniCPM3 adds attention and MLP outputs times scale_depth / sqrt(n_layers) (no config field uncover
+    reads): the scale is fitted at load and snapped to the block's own constant, so hook_attn_out is the
+    attention module's output times that constant, exactly what the residual gains."""
+    model = Model(build("minicpm3"))
+    layer = model.adapter.layers(model.hf)[1]
+    plan = model.adapter.plans[layer]
+    assert plan.attn_scale == plan.mlp_scale == layer.residual_scale != 1.0
+    tokens = torch.randint(3, 900, (2, 6), generator=torch.Generator().manual_seed(0))
+    seen = {}
+    handle = layer.self_attn.register_forward_hook(lambda m, a, out: seen.update(o=out[0]))
+    try:
+        _, cache = model.run_with_cache(tokens)
+    finally:
+        handle.remove()
+    assert torch.equal(cache["blocks.1.hook_attn_out"], seen["o"] * layer.residual_scale)
+    torch.testing.assert_close(cache["blocks.1.hook_resid_pre"] + cache["blocks.1.hook_attn_out"],
+                               cache["blocks.1.hook_resid_mid"])
+
+
+def test_per_layer_head_size():
+    """Gemma 4's global layers have larger heads than its sliding ones: hook_z and hook_result of each block
+    use that block's head size; the results are z @ W_O per head and sum to the output projection's output."""
+    model = Model(build("gemma4_unified_text"))
+    tokens = torch.randint(3, 900, (2, 6), generator=torch.Generator().manual_seed(0))
+    names = [f"blocks.{l}.attn.hook_{n}" for l in (0, 1) for n in ("z", "v", "result")]
+    _, cache = model.run_with_cache(tokens, names=names)
+    assert cache["blocks.0.attn.hook_z"].shape[-1] != cache["blocks.1.attn.hook_z"].shape[-1]
+    for l in (0, 1):
+        z = cache[f"blocks.{l}.attn.hook_z"]
+        assert z.shape[:3] == (2, 6, model.cfg.n_heads) and z.shape[-1] == cache[f"blocks.{l}.attn.hook_v"].shape[-1]
+        torch.testing.assert_close(cache[f"blocks.{l}.attn.hook_result"], torch.einsum("bphe,hed->bphd", z, model.W_O(l)))
+
+
+def test_an_identity_norm_is_not_the_attention():
+    """ModernBERT's first block has ``attn_norm = Identity()`` beside ``attn``: the attention is ``attn``."""
+    model = Model(build("modernbert-decoder"))
+    layer = model.adapter.layers(model.hf)[0]
+    assert model.adapter.attn(layer) is layer.attn and model.adapter.missing == []

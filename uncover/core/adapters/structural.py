@@ -13,9 +13,13 @@
   attention function (at position 0, where rotary embeddings are the identity). Separate projections,
   QK-norms (OLMo 2, Qwen3, Gemma 3) and fused projections in any of the layouts transformers uses
   ([q | k | v] as in GPT-2, Phi-3, MPT; per head [q k v] as in NeoX, Bloom; per KV group as in Falcon) are
-  found the same way. For multi-head latent attention (DeepSeek V2/V3) ``hook_q`` and ``hook_v`` are the
-  decompressed per-head query and value; its key concatenates two tensors no module outputs, so there is
-  no ``hook_k``;
+  found the same way. Where no module outputs one (multi-head latent attention, DeepSeek V2/V3: the key
+  concatenates two tensors; interleaved rotary embeddings), it is read where the attention function
+  receives it (core/edges.py ``call_site``: after decompression and rotary), and the head inputs of such
+  blocks re-run the attention module for a changed head (``call_input_site``);
+- residual scales: ``resid_post = resid_pre + c_a * attn_out + c_m * mlp_out`` with c from the config
+  (``residual_multiplier``) or fitted to the probe and snapped to the block's own constant (MiniCPM's
+  scale_depth / sqrt(n_layers)); ``hook_attn_out`` / ``hook_mlp_out`` are the scaled outputs;
 - ``hook_z``: the input of the attention's output projection;
 - ``mlp.hook_pre`` / ``mlp.hook_post``: the pre-activation (gate projection when gated) and the input of the
   down projection; mixture-of-experts MLPs have neither but ``mlp.hook_router`` (the router logits,
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from uncover.core.adapters.base import Adapter, ModelConfig, _kv_site
+from uncover.core.adapters.base import Adapter, ModelConfig, _kv_site, _merge_heads, _split_heads
 from uncover.core.adapters.probe import Record, probe
 from uncover.core import edges
 from uncover.core.hooks import HookPoint, HookSite, _apply, _first, attach
@@ -180,6 +184,8 @@ class BlockPlan:
     router: nn.Module | None = None
     gated: bool = False
     reads_resid: bool = False  # the attention module's input is resid_pre itself (no pre-norm module)
+    attn_scale: float = 1.0  # what the block multiplies attention's (MLP's) output by before adding it
+    mlp_scale: float = 1.0
 
 
 class Undecomposable(Exception):
@@ -213,7 +219,8 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
     kids = _children_in_order(layer, rec)
     names = _named(layer)
     attn = next((m for m in kids if (_ATTN.search(names[m]) or _ATTN.search(type(m).__name__))
-                 and not _NORM.search(type(m).__name__) and not isinstance(m, nn.Dropout)), None)
+                 and not _NORM.search(type(m).__name__) and not _NORM.search(names[m])
+                 and not isinstance(m, (nn.Dropout, nn.Identity))), None)  # ModernBERT's attn_norm: Identity
     if attn is None:
         raise Undecomposable("no attention module in the block")
     mlp = next((m for m in kids if m is not attn and (_MLP.search(names[m]) or _MLP.search(type(m).__name__))
@@ -240,13 +247,17 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
         if attn_out is None or mlp_out is None:
             continue
         a, m_ = _tokens(rec.calls[attn_out].output, pre), _tokens(rec.calls[mlp_out].output, pre)
-        if pre is not None and post is not None and a is not None and m_ is not None and a.shape == pre.shape \
-                and m_.shape == pre.shape and _close(pre + residual_scale * a + residual_scale * m_, post):
+        if pre is None or post is None or a is None or m_ is None or a.shape != pre.shape or m_.shape != pre.shape:
+            continue
+        scales = (residual_scale, residual_scale)
+        if not _close(pre + scales[0] * a + scales[1] * m_, post):
+            scales = _fit_scales(layer, pre, a, m_, post)  # MiniCPM: residual + out * scale_depth / sqrt(n_layers)
+        if scales is not None:
             break
     else:
         raise Undecomposable("resid_pre + attn_out + mlp_out differs from resid_post (the block adds "
                              "something else to the residual)")
-    mid_value = pre + residual_scale * a
+    mid_value = pre + scales[0] * a
     mid = None
     between = [m for m in kids if rec.calls[attn_out].order < rec.calls[m].order <= rec.calls[mlp_first].order]
     for m in between:
@@ -263,6 +274,7 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
     plan = BlockPlan(attn, attn_out, mlp_first, mlp_out, mid, norms_before[-1] if norms_before else None,
                      own[0] if parallel and own else None)
     plan.reads_resid = _same(attn_in, pre)
+    plan.attn_scale, plan.mlp_scale = scales
     _plan_attention(plan, rec, d_model)
     if loose_mlp:
         plan.mlp_pre, plan.mlp_down = (linears[0], None), linears[1]
@@ -295,6 +307,22 @@ def _plan_attention(plan: BlockPlan, rec: Record, d_model: int) -> None:
                and not _NORM.search(type(m).__name__)]
     if linears:
         plan.o_proj = linears[-1]
+
+
+def _fit_scales(layer: nn.Module, pre, a, m, post) -> tuple[float, float] | None:
+    """(c_a, c_m) with resid_post = resid_pre + c_a * attn_out + c_m * mlp_out, by least squares, snapped to a
+    float attribute of the block when one matches (the exact constant the block multiplies by); None if none fits."""
+    A = torch.stack([a.flatten(), m.flatten()], 1).double()
+    y = (post - pre).flatten().double()
+    try:
+        c = torch.linalg.lstsq(A, y[:, None]).solution.flatten().tolist()
+    except RuntimeError:
+        return None
+    known = [v for k, v in vars(layer).items() if isinstance(v, float) and not k.startswith("_")]
+    c = [next((float(v) for v in known if abs(v - x) <= 1e-5 * abs(x)), x) for x in c]
+    if min(abs(x) for x in c) < 1e-6 or not _close(pre + c[0] * a + c[1] * m, post):
+        return None
+    return c[0], c[1]
 
 
 def _tokens(t: torch.Tensor | None, pre: torch.Tensor | None) -> torch.Tensor | None:
@@ -568,7 +596,17 @@ class StructuralAdapter(Adapter):
     def _per_head_z(self, plan: BlockPlan, cfg: ModelConfig) -> bool:
         """The output projection reads n_heads * d_head values: z and per-head results are defined."""
         o = plan.o_proj
-        return o is not None and self.found.record.calls[o].input.shape[-1] == cfg.n_heads * cfg.d_head
+        return o is not None and self.found.record.calls[o].input.shape[-1] == cfg.n_heads * self._d_head(plan, cfg)
+
+    def _d_head(self, plan: BlockPlan, cfg: ModelConfig) -> int:
+        """This block's value head size (Gemma 4's global layers have larger heads than its sliding ones)."""
+        qkv = self.found.record.attention.get(plan.attn)
+        return int(qkv[2].shape[-1]) if qkv is not None else cfg.d_head
+
+    def result_site(self, layer, cfg):
+        o = self.o_proj(layer)
+        return edges.result_site(o, "in", o, lambda: self.W_O(layer, cfg), self._d_head(self.plans[layer], cfg),
+                                 lambda: getattr(o, "bias", None))
 
     @staticmethod
     def _carries(plan: BlockPlan) -> bool:
@@ -650,8 +688,13 @@ class StructuralAdapter(Adapter):
                 continue
             if name.endswith("attn.hook_z") and not self._per_head_z(self.plans[layer], cfg):
                 continue  # not per-head attention in this block (a linear-attention layer of a hybrid)
-            if self.residual_scale != 1.0 and name.endswith(("hook_attn_out", "hook_mlp_out")):
-                s = self.residual_scale
+            if name.endswith("attn.hook_z") and self._d_head(self.plans[layer], cfg) != cfg.d_head:
+                d = self._d_head(self.plans[layer], cfg)
+                site = HookSite(site.module, "in", lambda t, d=d: _split_heads(t, d), lambda raw, t: _merge_heads(t))
+            if layer is not None and name.endswith(("hook_attn_out", "hook_mlp_out")) and \
+                    (self.plans[layer].attn_scale if name.endswith("hook_attn_out") else self.plans[layer].mlp_scale) != 1.0:
+                plan = self.plans[layer]
+                s = plan.attn_scale if name.endswith("hook_attn_out") else plan.mlp_scale
                 site = HookSite(site.module, site.kind, lambda t, s=s: t * s, lambda raw, t, s=s: t / s)
             if name == "ln_final.hook_normalized" and self.found.final_site == "in":
                 site = HookSite(site.module, "in")
