@@ -141,3 +141,50 @@ def test_edits_refuse_a_kv_cache_and_everything_is_put_back():
     assert attn.config is config
     for m in model.hf.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and "_uncover_chains" not in m.__dict__
+
+
+INLINE = ["bloom", "mpt", "gpt_neo", "xglm"]
+
+
+@pytest.mark.parametrize("model_type", INLINE)
+def test_attention_written_out_by_hand(model_type):
+    """Bloom, MPT, GPT-Neo and XGLM compute attention themselves (no transformers attention interface):
+    hook_pattern is their softmax, equal to the attentions HF returns with output_attentions=True;
+    z = pattern @ v; without ALiBi (GPT-Neo, XGLM) pattern = softmax(c q k^T + causal mask)."""
+    model = model_of(model_type)
+    p = f"blocks.{L}.attn."
+    names = [p + n for n in ("hook_q", "hook_k", "hook_v", "hook_z", "hook_pattern")]
+    with torch.no_grad():
+        ref = model.hf(TOKENS, output_attentions=True)
+        logits, cache = model.run_with_cache(TOKENS, names=names)
+    assert torch.equal(logits, ref.logits)
+    torch.testing.assert_close(cache[p + "hook_pattern"], ref.attentions[L].float(), atol=1e-6, rtol=1e-5)
+    pattern = cache[p + "hook_pattern"]
+    v = cache[p + "hook_v"].transpose(1, 2)
+    torch.testing.assert_close(cache[p + "hook_z"], (pattern @ v).transpose(1, 2), atol=1e-6, rtol=1e-5)
+    if model_type in ("gpt_neo", "xglm"):
+        q, k = cache[p + "hook_q"].transpose(1, 2), cache[p + "hook_k"].transpose(1, 2)
+        n = q.shape[2]
+        scale = 1.0 if model_type == "gpt_neo" else q.shape[-1] ** -0.5
+        mask = torch.ones(n, n, dtype=torch.bool).triu(1)
+        torch.testing.assert_close((scale * q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf")).softmax(-1),
+                                   pattern, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", INLINE)
+def test_writing_a_hand_written_pattern(model_type):
+    """Zeroing head 2's pattern zeroes its z and leaves the other heads' z; afterwards softmax is torch's own."""
+    model = model_of(model_type)
+    p = f"blocks.{L}.attn."
+    softmax = torch.nn.functional.softmax
+    with torch.no_grad():
+        _, base = model.run_with_cache(TOKENS, names=p + "hook_z")
+        _, cache = model.run_with_cache(TOKENS, names=p + "hook_z", fwd_hooks=[
+            (p + "hook_pattern", lambda t, hook: torch.cat([t[:, :2], 0 * t[:, 2:3], t[:, 3:]], 1))])
+    z, z0 = cache[p + "hook_z"], base[p + "hook_z"]
+    assert torch.equal(z[:, :, 2], torch.zeros_like(z[:, :, 2]))
+    torch.testing.assert_close(torch.cat([z[:, :, :2], z[:, :, 3:]], 2), torch.cat([z0[:, :, :2], z0[:, :, 3:]], 2))
+    assert torch.nn.functional.softmax is softmax
+    for m in model.hf.modules():  # (HF's own output-capturing hooks may stay from output_attentions=True)
+        hooks = list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())
+        assert not [h for h in hooks if h.__module__.startswith("uncover")] and "_uncover_inline_handles" not in m.__dict__

@@ -28,8 +28,10 @@ DEEP = {
     "phi": "parallel, LayerNorm, plain MLP",
     "stablelm": "LayerNorm, GQA with fixed KV-head reshapes",
     "gpt_bigcode": "fused [q | k | v] with multi-query attention",
-    "falcon": "fused per-group qkv, attention without the transformers interface",
-    "bloom": "attention and MLP that add the residual themselves",
+    "falcon": "fused multi-query qkv, attention written out by hand (sdpa / softmax branches)",
+    "bloom": "attention and MLP that add the residual themselves, ALiBi attention written out by hand",
+    "xglm": "attention written out by hand over [batch * head] rows, q scaled after its projection",
+    "minicpm3": "multi-head latent attention, residual scaled by a constant of the block",
     "persimmon": "fused per-head qkv with per-head LayerNorms",
     "gptj": "parallel, separate projections, rotary on part of each head",
     "mixtral": "mixture of experts",
@@ -137,10 +139,10 @@ def test_moe_router_and_output():
 
 
 def test_missing_names_are_explained():
-    model = Model(build("falcon"))  # attention without the transformers attention interface: no q/k/v/pattern
-    assert "attn.hook_pattern" in model.adapter.missing
+    model = Model(build("falcon"))  # multi-query keys in one fused projection, attention written out by hand
+    assert "hook_k_input" in model.adapter.missing  # no linear path per query head, no attention call to edit at
     with pytest.raises(UncoverError, match="partial level.*hook_attn_out"):
-        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.attn.hook_pattern"])
+        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.hook_k_input"])
 
 
 def test_residual_scales_are_found_from_the_forward():

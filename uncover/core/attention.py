@@ -243,3 +243,70 @@ def route(attn: nn.Module) -> Callable[[], None]:
             del attn._uncover_carry
 
     return undo
+
+
+# ---- attention written out by hand (no transformers attention interface: Bloom, MPT, GPT-Neo, XGLM) --------
+# hook_pattern there is the first softmax the module computes in its forward: while a pattern hook is on such a
+# module, torch.nn.functional.softmax is wrapped (only then, and it passes through outside those modules).
+_INLINE: "weakref.WeakKeyDictionary[nn.Module, list[tuple[list[Fn], HookPoint]]]" = weakref.WeakKeyDictionary()
+_RUNNING: list[dict] = []  # the hooked modules whose forward is running, innermost last
+_SOFTMAX: dict = {}  # the original softmax while wrapped, and how many modules hold the wrap
+
+
+def _inline_softmax(*args, **kwargs):
+    out = _SOFTMAX["original"](*args, **kwargs)
+    if not _RUNNING:
+        return out
+    frame = _RUNNING[-1]
+    b = frame["batch"]
+    if frame["done"] or out.dim() not in (3, 4) or out.shape[0] % b:
+        return out
+    frame["done"] = True
+    t = out.view(b, -1, *out.shape[-2:])  # [batch, head, query, key] ([batch * head, q, k] in XGLM)
+    new = t
+    for fns, point in _INLINE.get(frame["module"], []):
+        new = _apply(fns, new, point)
+    return out if new is t else new.reshape(out.shape)
+
+
+def inline_pattern_hooks(module: nn.Module, fns: list[Fn], point: HookPoint) -> Callable[[], None]:
+    """While registered, ``fns`` see (and may replace) the pattern [batch, head, query, key] that ``module``'s
+    own softmax computes; the module is routed through uncover so that code with an sdpa branch takes its
+    softmax one. Returns undo."""
+    entry = (list(fns), point)
+    first = module not in _INLINE
+    _INLINE.setdefault(module, []).append(entry)
+    handles = []
+    if first:
+        def enter(m, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            _RUNNING.append({"module": m, "batch": x.shape[0], "done": False})
+
+        def leave(m, args, output):
+            if _RUNNING and _RUNNING[-1]["module"] is m:
+                _RUNNING.pop()
+
+        handles = [module.register_forward_pre_hook(enter, with_kwargs=True),
+                   module.register_forward_hook(leave, always_call=True)]
+        module.__dict__["_uncover_inline_handles"] = handles
+    if not _SOFTMAX:
+        _SOFTMAX["original"] = torch.nn.functional.softmax
+        _SOFTMAX["holders"] = 0
+        torch.nn.functional.softmax = _inline_softmax
+    _SOFTMAX["holders"] += 1
+    undo_route = route(module) if hasattr(module, "config") else (lambda: None)  # Falcon: its softmax branch
+
+    def undo() -> None:
+        entries = _INLINE.get(module, [])
+        entries[:] = [e for e in entries if e is not entry]
+        if not entries:
+            _INLINE.pop(module, None)
+            for h in module.__dict__.pop("_uncover_inline_handles", []):
+                h.remove()
+        _SOFTMAX["holders"] -= 1
+        if _SOFTMAX["holders"] == 0:
+            torch.nn.functional.softmax = _SOFTMAX.pop("original")
+            _SOFTMAX.clear()
+        undo_route()
+
+    return undo

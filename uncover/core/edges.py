@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from uncover.core.attention import call_edits, call_hooks, capture, expand_kv, route
+from uncover.core.attention import call_edits, call_hooks, capture, expand_kv, inline_pattern_hooks, route
 from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first, onloaded
 from uncover.errors import UncoverError
 
@@ -284,6 +284,15 @@ def call_site(attn: nn.Module, kind: str) -> HookSite:
         return [_Undo(call_hooks(attn, kind, fns, point, force_write))]
 
     return HookSite(attn, "call", attach_fn=attach_fn)
+
+
+def inline_pattern_site(attn: nn.Module) -> HookSite:
+    """``attn.hook_pattern`` of attention written out by hand: the softmax it computes (core/attention.py)."""
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return [_Undo(inline_pattern_hooks(attn, fns, point))]
+
+    return HookSite(attn, "inline", on_request=True, attach_fn=attach_fn)
 
 
 def result_site(

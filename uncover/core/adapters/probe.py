@@ -57,6 +57,9 @@ class Record:
 
     calls: dict[nn.Module, Call] = field(default_factory=dict)
     attention: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # module -> the first [pos, pos] softmax computed inside it (attention written out by hand: Bloom, MPT,
+    # GPT-Neo, XGLM), as torch.nn.functional.softmax returned it ([1, H, q, k] or [H, q, k])
+    softmax: dict[nn.Module, torch.Tensor] = field(default_factory=dict)
     pos: int = 0
 
 
@@ -66,7 +69,18 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
     counter = [0]
     handles = []
 
+    running: list[nn.Module] = []
+    softmax = torch.nn.functional.softmax
+
+    def recording_softmax(*args, **kwargs):
+        out = softmax(*args, **kwargs)
+        if running and out.dim() in (3, 4) and out.shape[-2:] == (pos, pos):
+            for m in running:
+                rec.softmax.setdefault(m, out.detach().clone())
+        return out
+
     def pre(module, args, kwargs):
+        running.append(module)
         x = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
         if module in rec.calls:
             rec.calls[module].count += 1
@@ -76,6 +90,8 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
             rec.calls[module] = Call(counter[0], x.detach().clone() if isinstance(x, torch.Tensor) else None, None)
 
     def post(module, args, kwargs, output):
+        if running and running[-1] is module:
+            running.pop()
         call = rec.calls[module]
         if call.count == 1 and call.output is None:
             out = first_tensor(output)
@@ -93,9 +109,11 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
     _CALLS.clear()
     try:
         config._attn_implementation = PROBE
+        torch.nn.functional.softmax = recording_softmax
         with torch.no_grad():
             hf(input_ids=ids[None], use_cache=False)
     finally:
+        torch.nn.functional.softmax = softmax
         config._attn_implementation = old
         for h in handles:
             h.remove()

@@ -17,6 +17,11 @@
   concatenates two tensors; interleaved rotary embeddings), it is read where the attention function
   receives it (core/edges.py ``call_site``: after decompression and rotary), and the head inputs of such
   blocks re-run the attention module for a changed head (``call_input_site``);
+- attention written out by hand (Bloom, MPT, GPT-Neo, XGLM: no transformers attention interface): the
+  probe records the softmax computed inside the attention module (the pattern P); ``hook_v`` is the module
+  output with ``z = P v``, ``hook_q`` / ``hook_k`` the slices before it of the same fused projection, or
+  the separate projections with ``softmax(c q k^T + mask) = P``; ``hook_pattern`` is served at that softmax
+  (core/attention.py ``inline_pattern_hooks``);
 - residual scales: ``resid_post = resid_pre + c_a * attn_out + c_m * mlp_out`` with c from the config
   (``residual_multiplier``) or fitted to the probe and snapped to the block's own constant (MiniCPM's
   scale_depth / sqrt(n_layers)); ``hook_attn_out`` / ``hook_mlp_out`` are the scaled outputs;
@@ -179,6 +184,7 @@ class BlockPlan:
     proj: dict[str, tuple[nn.Module, Layout]] = field(default_factory=dict)  # the linear projections
     o_proj: nn.Module | None = None
     pattern: bool = False
+    inline: bool = False  # attention written out by hand: hook_pattern is served at its softmax
     mlp_pre: tuple[nn.Module, int | None] | None = None  # module, and the width of the gate slice if fused
     mlp_down: nn.Module | None = None
     router: nn.Module | None = None
@@ -307,6 +313,65 @@ def _plan_attention(plan: BlockPlan, rec: Record, d_model: int) -> None:
                and not _NORM.search(type(m).__name__)]
     if linears:
         plan.o_proj = linears[-1]
+    if qkv is None and attn in rec.softmax and plan.o_proj is not None:
+        _plan_inline_attention(plan, inside, rec)
+
+
+def _plan_inline_attention(plan: BlockPlan, inside: list[nn.Module], rec: Record) -> None:
+    """q / k / v of attention written out by hand (no transformers attention interface: Bloom, MPT, GPT-Neo,
+    XGLM), from the pattern P its softmax computed and z, the output projection's input:
+    v is the module output with z = P v (at position 0, z = v: the first query sees only the first key);
+    q and k are the slices before v of the same fused projection ([q | k | v] per group, as v sits), or, for
+    separate projections, the two that give softmax(c q k^T + causal mask) = P for c in 1, 1 / sqrt(d)."""
+    pos = rec.pos
+    P = rec.softmax[plan.attn]
+    P = P.reshape(1, -1, pos, pos).float()
+    H = P.shape[1]
+    z = rec.calls[plan.o_proj].input
+    if z is None or z.dim() != 3 or z.shape[-1] % H or P.triu(1).any() or not _close(P.sum(-1), torch.ones(1, H, pos)):
+        return
+    plan.inline = True
+    d = z.shape[-1] // H
+    z = z.view(1, pos, H, d).transpose(1, 2).float()  # [1, H, pos, d]
+    before = [m for m in inside if rec.calls[m].order < rec.calls[plan.o_proj].order and rec.calls[m].output is not None]
+    found = None
+    for n_kv in dict.fromkeys((H, 1)):
+        target = z[:, :: H // n_kv]
+        for m in before:
+            layout = _find_layout(rec.calls[m].output, target, pos, all_pos=False)
+            if layout is None or layout.kind != "flat":
+                continue
+            v = layout.site(m).read(rec.calls[m].output).transpose(1, 2).float().repeat_interleave(H // n_kv, 1)
+            if _close(P @ v, z):
+                found = (m, layout)
+        if found:
+            break
+    if found is None:
+        return
+    m, lv = found
+    plan.qkv["v"] = plan.proj["v"] = found
+    wq, wk = H // lv.G * d, lv.X // lv.G * d
+    width = rec.calls[m].output.shape[-1] // lv.G
+    if not lv.separate:
+        if lv.off == wq + wk and width == lv.off + lv.X // lv.G * d:
+            plan.qkv["q"] = plan.proj["q"] = (m, Layout("flat", H, d, lv.G, 0))
+            plan.qkv["k"] = plan.proj["k"] = (m, Layout("flat", lv.X, d, lv.G, wq))
+        return
+    x = rec.calls[m].input
+    others = [o for o in before if o is not m and _is_linear(o) and _same(rec.calls[o].input, x)]
+    mask = torch.ones(pos, pos, dtype=torch.bool).triu(1)
+    for mq in others:
+        for mk in others:
+            oq, ok = rec.calls[mq].output, rec.calls[mk].output
+            if mq is mk or oq.shape[-1] != H * d or ok.shape[-1] != lv.X * d:
+                continue
+            q = oq.view(1, pos, H, d).transpose(1, 2).float()
+            k = ok.view(1, pos, lv.X, d).transpose(1, 2).float().repeat_interleave(H // lv.X, 1)
+            for c in (1.0, d ** -0.5):
+                if _close((c * q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf")).softmax(-1), P):
+                    plan.qkv["q"] = plan.proj["q"] = (mq, Layout("flat", H, d, separate=True))
+                    plan.qkv["k"] = plan.proj["k"] = (mk, Layout("flat", lv.X, d, separate=True))
+                    return
 
 
 def _fit_scales(layer: nn.Module, pre, a, m, post) -> tuple[float, float] | None:
@@ -601,6 +666,8 @@ class StructuralAdapter(Adapter):
     def _d_head(self, plan: BlockPlan, cfg: ModelConfig) -> int:
         """This block's value head size (Gemma 4's global layers have larger heads than its sliding ones)."""
         qkv = self.found.record.attention.get(plan.attn)
+        if qkv is None and "v" in plan.qkv:
+            return plan.qkv["v"][1].d
         return int(qkv[2].shape[-1]) if qkv is not None else cfg.d_head
 
     def result_site(self, layer, cfg):
@@ -628,6 +695,8 @@ class StructuralAdapter(Adapter):
         n_kv = k.shape[1] if k is not None else _cfg(c, "num_key_value_heads", default=n_heads)
         d_model = self.found.embed.weight.shape[1]
         d_head = v.shape[-1] if v is not None else (_cfg(c, "head_dim") or d_model // max(n_heads, 1))
+        if q is None and all(x in plan.qkv for x in "qkv"):  # attention written out by hand: from its layouts
+            n_heads, n_kv, d_head = plan.qkv["q"][1].X, plan.qkv["k"][1].X, plan.qkv["v"][1].d
         d_mlp = rec.calls[plan.mlp_down].input.shape[-1] if plan.mlp_down is not None else (
             _cfg(c, "moe_intermediate_size", "intermediate_size", "ffn_dim", "n_inner", default=0) or 0)
         head = hf.get_output_embeddings()
@@ -684,7 +753,9 @@ class StructuralAdapter(Adapter):
             if site.module is None:
                 continue
             layer = self.found.layers[int(name.split(".")[1])] if name.startswith("blocks.") else None
-            if name.endswith("hook_pattern") and not self.plans[layer].pattern:
+            if name.endswith("hook_pattern") and self.plans[layer].inline:
+                site = edges.inline_pattern_site(self.plans[layer].attn)
+            elif name.endswith("hook_pattern") and not self.plans[layer].pattern:
                 continue
             if name.endswith("attn.hook_z") and not self._per_head_z(self.plans[layer], cfg):
                 continue  # not per-head attention in this block (a linear-attention layer of a hybrid)
