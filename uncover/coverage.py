@@ -124,7 +124,8 @@ def expected_shape(model, name: str, batch: int, pos: int) -> tuple | None:
     if name.endswith(("hook_q", "hook_z")):
         return (batch, pos, c.n_heads, None)
     if name.endswith(("hook_k", "hook_v")):
-        return (batch, pos, c.n_kv_heads, None)
+        per_layer = getattr(model.adapter, "kv_heads", None)  # the block's own KV heads where they vary
+        return (batch, pos, per_layer(int(name.split(".")[1])) if per_layer else c.n_kv_heads, None)
     if name.endswith("hook_pattern"):
         return (batch, c.n_heads, pos, pos)
     if name.endswith(("hook_q_input", "hook_k_input", "hook_v_input", "attn.hook_result")):

@@ -184,3 +184,16 @@ def test_an_identity_norm_is_not_the_attention():
     model = Model(build("modernbert-decoder"))
     layer = model.adapter.layers(model.hf)[0]
     assert model.adapter.attn(layer) is layer.attn and model.adapter.missing == []
+
+
+def test_per_layer_kv_heads():
+    """MiMo-V2-Flash's sliding layers have twice the KV heads of its full ones: each block's hook_k / hook_v
+    carry that block's KV heads (its k_proj's width over the head size), and the coverage check expects so."""
+    model = Model(build("mimo_v2_flash"))
+    tokens = torch.randint(3, 900, (2, 6), generator=torch.Generator().manual_seed(0))
+    _, cache = model.run_with_cache(tokens, names=[f"blocks.{l}.attn.hook_{k}" for l in (0, 1) for k in "kv"])
+    for l, layer in enumerate(model.adapter.layers(model.hf)):
+        a = layer.self_attn
+        n = a.k_proj.out_features // a.head_dim
+        assert model.adapter.kv_heads(l) == n == cache[f"blocks.{l}.attn.hook_k"].shape[2] == cache[f"blocks.{l}.attn.hook_v"].shape[2]
+    assert model.adapter.kv_heads(0) != model.adapter.kv_heads(1) and model.cfg.n_kv_heads == model.adapter.kv_heads(0)

@@ -663,6 +663,15 @@ class StructuralAdapter(Adapter):
         o = plan.o_proj
         return o is not None and self.found.record.calls[o].input.shape[-1] == cfg.n_heads * self._d_head(plan, cfg)
 
+    def kv_heads(self, l: int) -> int:
+        """Block l's number of KV heads: what its hook_k / hook_v carry. cfg.n_kv_heads is the first block's;
+        a few models change it per layer (MiMo-V2-Flash's sliding layers have twice as many)."""
+        plan = self.plans[self.found.layers[l]]
+        if "k" in plan.qkv:
+            return plan.qkv["k"][1].X
+        qkv = self.found.record.attention.get(plan.attn)
+        return int(qkv[1].shape[1]) if qkv is not None else self._cfg.n_kv_heads
+
     def _d_head(self, plan: BlockPlan, cfg: ModelConfig) -> int:
         """This block's value head size (Gemma 4's global layers have larger heads than its sliding ones)."""
         qkv = self.found.record.attention.get(plan.attn)
