@@ -31,6 +31,7 @@ SHRINK = {
     "rotary_dim": 8, "num_dense_layers": 1, "moe_k": 2, "num_experts_per_token": 2, "num_expert_group": 1,
 }
 NULLABLE = ("head_dim", "num_key_value_heads", "num_experts_per_tok")  # set even where the default is None
+_PREFIXES = ("swa_", "global_", "local_", "sliding_")
 MAX_PARAMS = 5_000_000
 SEQ2SEQ_EXTRA = {"trocr", "bert-generation", "blt"}  # decoders of encoder-decoder / latent-patch models
 ENCODER_EXTRA = {"xlnet"}
@@ -65,6 +66,10 @@ def tiny_config(model_type: str):
     d = base.to_dict()
     n_layers = next((d[k] for k in ("num_hidden_layers", "n_layer", "n_layers", "num_layers") if isinstance(d.get(k), int)), None)
     kw = {k: v for k, v in SHRINK.items() if k in d and (d[k] is not None or k in NULLABLE)}
+    for k, v in d.items():  # per-layer-type sizes (inkling's swa_num_attention_heads): shrunk in proportion
+        base = next((b for b in SHRINK if k.startswith(_PREFIXES) and k.split("_", 1)[1] == b), None)
+        if base is not None and isinstance(v, int) and isinstance(d.get(base), int) and d[base] > 0:
+            kw[k] = max(1, round(SHRINK[base] * v / d[base]))
     if "qk_rope_head_dim" in d:  # multi-head latent attention: rotary runs on the rope part only
         kw["head_dim"] = SHRINK["qk_rope_head_dim"]
         kw["num_key_value_heads"] = SHRINK["num_attention_heads"]  # keys are decompressed per head

@@ -197,3 +197,14 @@ def test_per_layer_kv_heads():
         n = a.k_proj.out_features // a.head_dim
         assert model.adapter.kv_heads(l) == n == cache[f"blocks.{l}.attn.hook_k"].shape[2] == cache[f"blocks.{l}.attn.hook_v"].shape[2]
     assert model.adapter.kv_heads(0) != model.adapter.kv_heads(1) and model.cfg.n_kv_heads == model.adapter.kv_heads(0)
+
+
+def test_per_layer_type_sizes_shrink_in_proportion():
+    """Inkling's sliding layers have sizes of their own (swa_num_attention_heads, swa_num_key_value_heads =
+    2 x num_key_value_heads, swa_head_dim): the tiny config keeps their ratio to the shrunk size."""
+    from transformers import AutoConfig
+    from uncover.coverage import tiny_config
+
+    base, tiny = AutoConfig.for_model("inkling_text"), tiny_config("inkling_text")
+    for k in ("num_attention_heads", "num_key_value_heads", "head_dim"):
+        assert getattr(tiny, "swa_" + k) * getattr(base, k) == getattr(tiny, k) * getattr(base, "swa_" + k), k

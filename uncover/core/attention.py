@@ -94,7 +94,8 @@ def call_hooks(module: nn.Module, kind: str, fns: list[Fn], point: HookPoint, fo
 
 
 def call_edits(module: nn.Module, kind: str, edit: Callable) -> Callable[[], None]:
-    """While registered, ``edit(query, key, value) -> (query, key, value)`` runs at ``module``'s attention call
+    """While registered, ``edit(query, key, value) -> (query, key, value, changed heads | None)`` runs at
+    ``module``'s attention call
     (tensors [batch, head, pos, d_head]); returns undo. k / v edits of a grouped-query layer expand key and value
     to one head per query head (``expand_kv``)."""
     return _registered(_CALL_EDITS, module, (kind, edit))
@@ -139,7 +140,7 @@ def _at_call(module: nn.Module, query, key, value):
     late = [e for kind, e in edits if kind != "q" and key.shape[1] < n_heads]
     for kind, edit in edits:
         if kind == "q" or key.shape[1] == n_heads:
-            query, key, value = edit(query, key, value)
+            query, key, value, _ = edit(query, key, value)
     for kind, fns, point, force_write in list(_CALL_HOOKS.get(module, [])):
         t = {"q": query, "k": key, "v": value}[kind].transpose(1, 2)
         new = _apply(fns, t, point)
@@ -147,9 +148,14 @@ def _at_call(module: nn.Module, query, key, value):
             new = new.transpose(1, 2)
             query, key, value = (new if kind == "q" else query, new if kind == "k" else key,
                                  new if kind == "v" else value)
+    shared = (key, value)
+    changed: list[torch.Tensor] = []
     for edit in late:
-        query, key, value = edit(query, key, value)
-    return query, key, value
+        query, key, value, heads = edit(query, key, value)
+        if heads is not None:
+            changed.append(heads)
+    spliced = (shared, torch.cat(changed).unique()) if changed else None
+    return query, key, value, spliced
 
 
 def _uncover_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
@@ -158,8 +164,22 @@ def _uncover_attention(module: nn.Module, query, key, value, attention_mask, **k
         box.append((query, key, value))
         raise _Captured
     n_kv = key.shape[1]
+    spliced = None
     if module in _CALL_EDITS or module in _CALL_HOOKS:
-        query, key, value = _at_call(module, query, key, value)
+        query, key, value, spliced = _at_call(module, query, key, value)
+        inner = getattr(module.config, "_uncover_inner", "eager")
+        if spliced is not None and inner != "eager" and not _PATTERN_HOOKS.get(module):
+            # grouped-query k / v edits of some query heads: every other head keeps the output of the model's
+            # own kernel on the shared KV heads (a kernel on expanded heads may round differently)
+            (k0, v0), heads = spliced
+            out, weights = ALL_ATTENTION_FUNCTIONS[inner](module, query, k0, v0, attention_mask, **kwargs)
+            groups = module.num_key_value_groups
+            module.num_key_value_groups = 1
+            try:
+                mine, _ = ALL_ATTENTION_FUNCTIONS[inner](module, query, key, value, attention_mask, **kwargs)
+            finally:
+                module.num_key_value_groups = groups
+            return out.index_copy(2, heads, mine.index_select(2, heads)), weights
     expanded = key.shape[1] != n_kv
     carry = getattr(module, "_uncover_carry", None)
     k_extra, v_extra = (carry.pop("k", None), carry.pop("v", None)) if carry else (None, None)

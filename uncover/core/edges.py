@@ -238,11 +238,11 @@ def call_input_site(attn: nn.Module, norm: nn.Module | None, cfg: "ModelConfig",
             if chain.force_write:
                 heads = torch.arange(n_heads, device=x.device)
             elif new is view:
-                return query, key, value
+                return query, key, value, None
             else:
                 heads = _changed_heads(new, view)
                 if len(heads) == 0:
-                    return query, key, value
+                    return query, key, value, None
             _, kwargs = seen["call"]
             if any(kwargs.get(k) is not None for k in _CACHE_KWARGS):
                 raise UncoverError(
@@ -260,7 +260,8 @@ def call_input_site(attn: nn.Module, norm: nn.Module | None, cfg: "ModelConfig",
                 key, value = expand_kv(attn, key, value, n_heads)
             target = {"q": query, "k": key, "v": value}[kind]
             target = target.index_copy(1, heads, mine.to(target.dtype))
-            return (target if kind == "q" else query, target if kind == "k" else key, target if kind == "v" else value)
+            return (target if kind == "q" else query, target if kind == "k" else key, target if kind == "v" else value,
+                    heads)
 
         handles: list = []
         if norm is not None:

@@ -666,7 +666,9 @@ class StructuralAdapter(Adapter):
     def kv_heads(self, l: int) -> int:
         """Block l's number of KV heads: what its hook_k / hook_v carry. cfg.n_kv_heads is the first block's;
         a few models change it per layer (MiMo-V2-Flash's sliding layers have twice as many)."""
-        plan = self.plans[self.found.layers[l]]
+        return self._plan_kv_heads(self.plans[self.found.layers[l]])
+
+    def _plan_kv_heads(self, plan: BlockPlan) -> int:
         if "k" in plan.qkv:
             return plan.qkv["k"][1].X
         qkv = self.found.record.attention.get(plan.attn)
@@ -724,7 +726,7 @@ class StructuralAdapter(Adapter):
     def qkv_sites(self, layer, cfg):
         plan = self.plans[layer]
         sites = {k: layout.site(m) for k, (m, layout) in plan.qkv.items()}
-        gqa = cfg.n_kv_heads < cfg.n_heads
+        gqa = self._plan_kv_heads(plan) < cfg.n_heads
         for k in self._call_kinds(plan, cfg):  # read where the edits of call_input_site land (or nowhere else)
             if k not in sites or k == "q" or not gqa:
                 sites[k] = edges.call_site(plan.attn, k)
@@ -737,7 +739,13 @@ class StructuralAdapter(Adapter):
         calls = self.found.record.calls
         if not _same(calls[plan.proj[k][0]].input, calls[plan.attn].input):
             return False  # a low-rank path sits between (DeepSeek V2's q_a_proj -> norm -> q_b_proj)
-        return k == "q" or cfg.n_kv_heads == cfg.n_heads or self._carries(plan)
+        module, layout = plan.qkv[k]
+        if not _is_linear(module) and layout.separate and not _NORM.search(type(module).__name__):
+            return False  # what follows the projection mixes positions (Inkling's short convolution on v)
+        n_kv = self._plan_kv_heads(plan)
+        if k != "q" and n_kv != cfg.n_kv_heads:
+            return False  # the linear path maps query heads to KV heads by cfg.n_kv_heads
+        return k == "q" or n_kv == cfg.n_heads or self._carries(plan)
 
     def _call_kinds(self, plan: BlockPlan, cfg: ModelConfig) -> list[str]:
         """q / k / v whose head inputs are served at the attention call (core/edges.call_input_site): those
