@@ -208,3 +208,25 @@ def test_per_layer_type_sizes_shrink_in_proportion():
     base, tiny = AutoConfig.for_model("inkling_text"), tiny_config("inkling_text")
     for k in ("num_attention_heads", "num_key_value_heads", "head_dim"):
         assert getattr(tiny, "swa_" + k) * getattr(base, k) == getattr(tiny, k) * getattr(base, "swa_" + k), k
+
+
+def test_attention_that_returns_its_bias():
+    """GPT-NeoX-Japanese's last attention returns (out, weights, dense_bias) and its block adds out + bias:
+    hook_attn_out is that sum; writing it moves resid_mid by exactly the change."""
+    model = Model(build("gpt_neox_japanese"))
+    layer = model.adapter.layers(model.hf)[1]
+    assert layer.attention.dense_bias is not None
+    tokens = torch.randint(3, 900, (2, 6), generator=torch.Generator().manual_seed(0))
+    seen = {}
+    handle = layer.attention.register_forward_hook(lambda m, a, out: seen.update(o=out[0]))
+    try:
+        _, cache = model.run_with_cache(tokens)
+    finally:
+        handle.remove()
+    p = "blocks.1."
+    assert torch.equal(cache[p + "hook_attn_out"], seen["o"] + layer.attention.dense_bias)
+    torch.testing.assert_close(cache[p + "hook_resid_pre"] + cache[p + "hook_attn_out"], cache[p + "hook_resid_mid"])
+    delta = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    _, moved = model.run_with_cache(tokens, names=[p + "hook_resid_mid"],
+                                    fwd_hooks=[(p + "hook_attn_out", lambda t, hook: t + delta)])
+    torch.testing.assert_close(moved[p + "hook_resid_mid"], cache[p + "hook_resid_mid"] + delta)

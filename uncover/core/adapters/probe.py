@@ -49,6 +49,8 @@ class Call:
     listed: bool = False  # the module returned a list (GPT-1's blocks), not a tensor or tuple
     mutated: bool = False  # the block changed the returned tensor in place later (Falcon: mlp_output += ...)
     ref: torch.Tensor | None = None
+    # a bias vector the module returns beside its output for the caller to add (GPT-NeoX-Japanese's attention)
+    bias: torch.Tensor | None = None
 
 
 @dataclass
@@ -98,6 +100,9 @@ def probe(hf: nn.Module, modules: list[nn.Module], vocab: int, pos: int) -> Reco
             call.output = None if out is None else out.detach().clone()
             call.ref = None if out is None else out.detach()
             call.listed = isinstance(output, list)
+            last = output[-1] if isinstance(output, tuple) and len(output) > 1 else None
+            if isinstance(last, torch.Tensor) and last.dim() == 1 and out is not None and last.shape[0] == out.shape[-1]:
+                call.bias = last.detach().clone()
 
     for m in dict.fromkeys(modules):
         handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))

@@ -24,7 +24,9 @@
   (core/attention.py ``inline_pattern_hooks``);
 - residual scales: ``resid_post = resid_pre + c_a * attn_out + c_m * mlp_out`` with c from the config
   (``residual_multiplier``) or fitted to the probe and snapped to the block's own constant (MiniCPM's
-  scale_depth / sqrt(n_layers)); ``hook_attn_out`` / ``hook_mlp_out`` are the scaled outputs;
+  scale_depth / sqrt(n_layers)); ``hook_attn_out`` / ``hook_mlp_out`` are the scaled outputs; an attention
+  that returns its output bias beside its output for the block to add (GPT-NeoX-Japanese) has
+  ``hook_attn_out = out + bias``;
 - ``hook_z``: the input of the attention's output projection;
 - ``mlp.hook_pre`` / ``mlp.hook_post``: the pre-activation (gate projection when gated) and the input of the
   down projection; mixture-of-experts MLPs have neither but ``mlp.hook_router`` (the router logits,
@@ -191,6 +193,7 @@ class BlockPlan:
     gated: bool = False
     reads_resid: bool = False  # the attention module's input is resid_pre itself (no pre-norm module)
     attn_scale: float = 1.0  # what the block multiplies attention's (MLP's) output by before adding it
+    attn_bias: bool = False  # attn_out returns (out, ..., bias) and the block adds out + bias
     mlp_scale: float = 1.0
 
 
@@ -255,6 +258,12 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
         a, m_ = _tokens(rec.calls[attn_out].output, pre), _tokens(rec.calls[mlp_out].output, pre)
         if pre is None or post is None or a is None or m_ is None or a.shape != pre.shape or m_.shape != pre.shape:
             continue
+        bias = rec.calls[attn_out].bias
+        if bias is not None and not _close(pre + residual_scale * (a + m_), post) and \
+                _close(pre + residual_scale * (a + bias + m_), post):
+            a = a + bias  # the block adds the bias the attention returned beside its output
+        else:
+            bias = None
         scales = (residual_scale, residual_scale)
         if not _close(pre + scales[0] * a + scales[1] * m_, post):
             scales = _fit_scales(layer, pre, a, m_, post)  # MiniCPM: residual + out * scale_depth / sqrt(n_layers)
@@ -281,6 +290,7 @@ def _plan_block(layer: nn.Module, rec: Record, d_model: int, n_experts: int, res
                      own[0] if parallel and own else None)
     plan.reads_resid = _same(attn_in, pre)
     plan.attn_scale, plan.mlp_scale = scales
+    plan.attn_bias = bias is not None
     _plan_attention(plan, rec, d_model)
     if loose_mlp:
         plan.mlp_pre, plan.mlp_down = (linears[0], None), linears[1]
@@ -784,6 +794,8 @@ class StructuralAdapter(Adapter):
                 plan = self.plans[layer]
                 s = plan.attn_scale if name.endswith("hook_attn_out") else plan.mlp_scale
                 site = HookSite(site.module, site.kind, lambda t, s=s: t * s, lambda raw, t, s=s: t / s)
+            if layer is not None and name.endswith("hook_attn_out") and self.plans[layer].attn_bias:
+                site = _returned_bias_site(site.module)
             if name == "ln_final.hook_normalized" and self.found.final_site == "in":
                 site = HookSite(site.module, "in")
             sites[name] = site
@@ -948,6 +960,24 @@ def _shared_norm_mlp_in(norm: nn.Module, mlp: nn.Module) -> HookSite:
         return [norm.register_forward_hook(grab), mlp.register_forward_pre_hook(feed, with_kwargs=True)]
 
     return HookSite(mlp, "edge", on_request=True, attach_fn=attach_fn)
+
+
+def _returned_bias_site(module: nn.Module) -> HookSite:
+    """hook_attn_out of an attention that returns (out, weights, bias) for its block to add (GPT-NeoX-Japanese's
+    last layer): read out + bias, as the block computes it; a write hands the block the new value and no bias."""
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        def hook(m, args, output):
+            out, bias = output[0], output[-1]
+            t = out + bias
+            new = _apply(fns, t, point)
+            if new is t and not force_write:
+                return None
+            return (new,) + tuple(output[1:-1]) + (None,)
+
+        return [module.register_forward_hook(hook)]
+
+    return HookSite(module, "out", attach_fn=attach_fn)
 
 
 def _read_only(raw: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
