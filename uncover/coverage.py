@@ -263,11 +263,17 @@ def _all_attention(hf) -> bool:
         _, layers = find_layers(hf, None)
     except UncoverError:
         return False
-    return all(any(_ATTN.search(type(m).__name__) and not _NORM.search(type(m).__name__)
-                   and not _RECURRENT.search(type(m).__name__) for m in layer.children()) for layer in layers)
+    def transformer(layer) -> bool:  # an attention module, and no recurrent mixer beside it (Falcon-H1's mamba)
+        kids = list(layer.named_children())
+        return any(_ATTN.search(type(m).__name__) and not _NORM.search(type(m).__name__)
+                   and not _RECURRENT.search(type(m).__name__) for _, m in kids) and \
+            not any(_MIXER.search(type(m).__name__) or _MIXER.search(n) for n, m in kids)
+
+    return all(transformer(layer) for layer in layers)
 
 
-_RECURRENT = re.compile(r"rwkv|mamba|linear|deltanet|lightning|retention|recurrent|ssm", re.I)
+_RECURRENT = re.compile(r"rwkv|mamba|linear|delta|lightning|retention|recurrent|ssm", re.I)
+_MIXER = re.compile(r"rwkv|mamba|delta|lightning|retention|recurrent|linear_?att", re.I)  # a recurrent mixer
 
 
 def share_full(rows: list[Row]) -> tuple[int, int]:

@@ -230,3 +230,13 @@ def test_attention_that_returns_its_bias():
     _, moved = model.run_with_cache(tokens, names=[p + "hook_resid_mid"],
                                     fwd_hooks=[(p + "hook_attn_out", lambda t, hook: t + delta)])
     torch.testing.assert_close(moved[p + "hook_resid_mid"], cache[p + "hook_resid_mid"] + delta)
+
+
+def test_hybrids_are_not_counted_as_transformers():
+    """Falcon-H1 runs a mamba mixer beside attention in every block and Bailing-Hybrid has DeltaNet layers:
+    hybrids (issue 19 names Falcon-H1 among them), not counted in the share of decoder-only transformers;
+    GPT-OSS (whose MLP's name contains "ssM") and OPT (loose nn.Linear fc1 / fc2) still are."""
+    from uncover.coverage import _all_attention
+
+    assert not _all_attention(build("falcon_h1")) and not _all_attention(build("bailing_hybrid"))
+    assert _all_attention(build("gpt_oss")) and _all_attention(build("opt"))
