@@ -75,8 +75,10 @@ def test_call_level_names_are_served_there(model_type):
     assert cache[f"blocks.{L}.hook_q_input"].shape == (2, 7, c.n_heads, c.d_model)
 
 
+# falcon: multi-query keys in one fused projection, attention written out by hand: k / v inputs by re-runs of
+# the attention module with that KV slot replaced (core/edges.py rerun_kv_input_site)
 @pytest.mark.parametrize("kind", ["q", "k", "v"])
-@pytest.mark.parametrize("model_type", TYPES)
+@pytest.mark.parametrize("model_type", TYPES + ["falcon"])
 def test_writing_one_heads_input_changes_only_that_head(model_type, kind):
     model = model_of(model_type)
     gqa = model.adapter.kv_heads(L) < model.cfg.n_heads  # this block's own (inkling's differ per layer)
@@ -100,7 +102,7 @@ def test_writing_one_heads_input_changes_only_that_head(model_type, kind):
 
 # not inkling_text: its heads also read the residual through r_proj (relative-position logits), a fourth
 # path that no q / k / v input covers, so writing all three inputs is not writing the block's input
-@pytest.mark.parametrize("model_type", [t for t in TYPES if t != "inkling_text"])
+@pytest.mark.parametrize("model_type", [t for t in TYPES if t != "inkling_text"] + ["falcon"])
 def test_head_inputs_agree_with_writing_the_block_input(model_type):
     """Every head reading x' through its q, k and v inputs = the block reading x'; one head's q input := x'
     gives that head the q (and z row of queries) of the block reading x'."""
@@ -120,7 +122,7 @@ def test_head_inputs_agree_with_writing_the_block_input(model_type):
     torch.testing.assert_close(one[p + "attn.hook_q"][:, :, 2], ref[p + "attn.hook_q"][:, :, 2], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("model_type", ["deepseek_v3", "stablelm"])
+@pytest.mark.parametrize("model_type", ["deepseek_v3", "stablelm", "falcon"])
 def test_gradients_at_head_inputs_split_the_residual_gradient(model_type):
     """Chain rule: d/d resid_pre = d/d resid_post + d/d mlp_in + sum over heads of d/d (q, k, v inputs)."""
     model = model_of(model_type)
@@ -191,3 +193,14 @@ def test_writing_a_hand_written_pattern(model_type):
     for m in model.hf.modules():  # (HF's own output-capturing hooks may stay from output_attentions=True)
         hooks = list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())
         assert not [h for h in hooks if h.__module__.startswith("uncover")] and "_uncover_inline_handles" not in m.__dict__
+
+
+def test_rerun_kv_inputs_refuse_a_kv_cache_and_are_put_back():
+    model = model_of("falcon")
+    attn = model.adapter.attn(model.adapter.layers(model.hf)[L])
+    edit = lambda t, hook: t + 1.0  # noqa: E731
+    with model.hooks([(f"blocks.{L}.hook_v_input", edit)]), pytest.raises(UncoverError, match="without"):
+        model.hf.generate(TOKENS[:1], max_new_tokens=2, do_sample=False)
+    assert "_uncover_rerun_kv" not in attn.__dict__
+    for m in model.hf.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and "_uncover_chains" not in m.__dict__

@@ -28,7 +28,7 @@ DEEP = {
     "phi": "parallel, LayerNorm, plain MLP",
     "stablelm": "LayerNorm, GQA with fixed KV-head reshapes",
     "gpt_bigcode": "fused [q | k | v] with multi-query attention",
-    "falcon": "fused multi-query qkv, attention written out by hand (sdpa / softmax branches)",
+    "falcon": "fused multi-query qkv, attention written out by hand (sdpa / softmax branches), k / v inputs by re-runs",
     "bloom": "attention and MLP that add the residual themselves, ALiBi attention written out by hand",
     "xglm": "attention written out by hand over [batch * head] rows, q scaled after its projection",
     "minicpm3": "multi-head latent attention, residual scaled by a constant of the block",
@@ -139,10 +139,10 @@ def test_moe_router_and_output():
 
 
 def test_missing_names_are_explained():
-    model = Model(build("falcon"))  # multi-query keys in one fused projection, attention written out by hand
-    assert "hook_k_input" in model.adapter.missing  # no linear path per query head, no attention call to edit at
+    model = Model(build("jetmoe"))  # mixture of attention heads: per-expert output projections, no per-head z
+    assert "attn.hook_z" in model.adapter.missing
     with pytest.raises(UncoverError, match="partial level.*hook_attn_out"):
-        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.hook_k_input"])
+        model.run_with_cache(torch.tensor([[1, 2, 3]]), names=["blocks.0.attn.hook_z"])
 
 
 def test_residual_scales_are_found_from_the_forward():

@@ -132,6 +132,37 @@ def capture(module: nn.Module, run: Callable[[], object]):
     return box[0]
 
 
+def rerun_to(module: nn.Module, stop: nn.Module, replace: dict, run: Callable[[], object]) -> torch.Tensor:
+    """The first input of ``stop`` (a sub-module of ``module``) during ``run()`` (a direct call of ``module``'s
+    forward), which stops there; sub-modules in ``replace`` return the given output instead of their own, and
+    no other hook on the sub-modules fires."""
+    box: list = []
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+    for m, _, _ in saved:
+        m._forward_hooks, m._forward_pre_hooks = type(m._forward_hooks)(), type(m._forward_pre_hooks)()
+    handles = [m.register_forward_hook(lambda mod, args, out, new=new: new) for m, new in replace.items()]
+
+    def grab(mod, args):
+        box.append(args[0])
+        raise _Captured
+
+    handles.append(stop.register_forward_pre_hook(grab))
+    try:
+        run()
+    except _Captured:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        for m, fwd, pre in saved:
+            m._forward_hooks, m._forward_pre_hooks = fwd, pre
+    if not box:
+        from uncover.errors import UncoverError
+
+        raise UncoverError(f"{type(module).__name__} did not reach {type(stop).__name__} when re-run")
+    return box[0]
+
+
 def _at_call(module: nn.Module, query, key, value):
     """The call-level edits and hooks of ``module`` on (query, key, value): q edits (and k / v edits that need
     no extra heads), then the hooks, then grouped-query k / v edits (hook_k / hook_v show the KV heads)."""

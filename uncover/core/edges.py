@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from uncover.core.attention import call_edits, call_hooks, capture, expand_kv, inline_pattern_hooks, route
+from uncover.core.attention import call_edits, call_hooks, capture, expand_kv, inline_pattern_hooks, rerun_to, route
 from uncover.core.hooks import HookPoint, HookSite, _apply, _first, _replace_first, onloaded
 from uncover.errors import UncoverError
 
@@ -275,6 +275,100 @@ def call_input_site(attn: nn.Module, norm: nn.Module | None, cfg: "ModelConfig",
         return _chained(attn, f"{kind}_call_input", install, point, fns, force_write)
 
     return HookSite(attn, "edge", on_request=True, attach_fn=attach_fn)
+
+
+def rerun_kv_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", kind: str, n_kv: int) -> HookSite:
+    """``blocks.{l}.hook_k_input | hook_v_input`` of a grouped / multi-query layer whose attention is written
+    out by hand and whose fused projection has no room for extra heads (Falcon): a query head whose copy
+    changed gets its own key (value), its KV head's projection of its copy, by a re-run of the attention
+    module with that KV slot of the projection's output replaced, up to the output projection; that head's
+    z row is taken from the re-run. The other heads, hook_k / hook_v (the KV heads) and hook_pattern (the
+    shared-key pattern) keep the model's own values. One re-run per changed head; no KV cache."""
+    attn, norm, o_proj = adapter.attn(layer), adapter.attn_norm(layer), adapter.o_proj(layer)
+    proj = adapter.qkv_proj_sites(layer, cfg)[kind]
+    n_heads, group = cfg.n_heads, cfg.n_heads // n_kv
+
+    def shared_state() -> dict:
+        state = attn.__dict__.get("_uncover_rerun_kv")
+        if state is not None:
+            state["holders"] += 1
+            return state
+        state = attn.__dict__["_uncover_rerun_kv"] = {"holders": 1, "pending": {}}
+
+        def call(module, args, kwargs):
+            state["call"] = (args, kwargs)
+
+        def splice(module, args):
+            pending = state["pending"]
+            if not pending:
+                return None
+            state["pending"] = {}
+            a, kw = state["call"]
+            if any(kw.get(k) is not None for k in _CACHE_KWARGS):
+                raise UncoverError("'hook_k_input' / 'hook_v_input' edits of this layer re-run its attention and "
+                                   "need a forward without a KV cache; run the model without one (model(...), "
+                                   "run_with_hooks) instead")
+            z = args[0]
+            per = z.view(*z.shape[:-1], n_heads, z.shape[-1] // n_heads).clone()
+            heads = torch.cat([h for h, _, _, _ in pending.values()]).unique()
+            for h in heads.tolist():
+                fused = next(iter(pending.values()))[3]
+                for hs, mine, site, _ in pending.values():
+                    if h in hs.tolist():
+                        current = site.read(fused).clone()
+                        current[:, :, h // group] = mine[:, :, hs.tolist().index(h)].to(current.dtype)
+                        fused = site.write(fused, current)
+                z2 = rerun_to(attn, o_proj, {proj.module: fused}, lambda: attn.forward(*a, **kw))
+                per[:, :, h] = z2.view_as(per)[:, :, h]
+            return (per.view_as(z),) + tuple(args[1:])
+
+        state["handles"] = [attn.register_forward_pre_hook(call, with_kwargs=True),
+                            o_proj.register_forward_pre_hook(splice)]
+        return state
+
+    def release() -> None:
+        state = attn.__dict__["_uncover_rerun_kv"]
+        state["holders"] -= 1
+        if state["holders"] == 0:
+            for h in state["handles"]:
+                h.remove()
+            del attn.__dict__["_uncover_rerun_kv"]
+
+    def install(chain: _Chain) -> list:
+        seen: dict[str, Any] = {}
+        state = shared_state()
+
+        def capture_input(module, args, kwargs):
+            seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+        def on_projection(module, args, output):
+            raw = _first(output)
+            x = seen.pop("x")
+            b, p, d = x.shape
+            view = x.unsqueeze(2).expand(b, p, n_heads, d)
+            new = chain.run(view)
+            if chain.force_write:
+                heads = torch.arange(n_heads, device=x.device)
+            elif new is view:
+                return None
+            else:
+                heads = _changed_heads(new, view)
+                if len(heads) == 0:
+                    return None
+            normed = new[:, :, heads] if norm is None else norm.forward(new[:, :, heads])
+            mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)
+            state["pending"][kind] = (heads, mine, proj, raw)
+            return None
+
+        handles: list = [norm.register_forward_hook(lambda m, a, o: seen.update(x=a[0])) if norm is not None
+                         else attn.register_forward_pre_hook(capture_input, with_kwargs=True),
+                         proj.module.register_forward_hook(on_projection), _Undo(release)]
+        return handles
+
+    def attach_fn(point: HookPoint, fns: list, force_write: bool) -> list:
+        return _chained(proj.module, f"{kind}_rerun_input", install, point, fns, force_write)
+
+    return HookSite(proj.module, "edge", on_request=True, attach_fn=attach_fn)
 
 
 def call_site(attn: nn.Module, kind: str) -> HookSite:

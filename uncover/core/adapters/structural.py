@@ -21,7 +21,9 @@
   probe records the softmax computed inside the attention module (the pattern P); ``hook_v`` is the module
   output with ``z = P v``, ``hook_q`` / ``hook_k`` the slices before it of the same fused projection, or
   the separate projections with ``softmax(c q k^T + mask) = P``; ``hook_pattern`` is served at that softmax
-  (core/attention.py ``inline_pattern_hooks``);
+  (core/attention.py ``inline_pattern_hooks``); where such a block shares KV heads in a fused projection
+  with no room for more (Falcon), ``hook_k_input`` / ``hook_v_input`` re-run the attention with a changed
+  head's KV slot replaced (core/edges.py ``rerun_kv_input_site``);
 - residual scales: ``resid_post = resid_pre + c_a * attn_out + c_m * mlp_out`` with c from the config
   (``residual_multiplier``) or fitted to the probe and snapped to the block's own constant (MiniCPM's
   scale_depth / sqrt(n_layers)); ``hook_attn_out`` / ``hook_mlp_out`` are the scaled outputs; an attention
@@ -642,6 +644,8 @@ class StructuralAdapter(Adapter):
                 sites[p + f"hook_{k}_input"] = edges.call_input_site(plan.attn, plan.attn_norm, cfg, k)
             elif self._linear_input(plan, cfg, k):
                 sites[p + f"hook_{k}_input"] = edges.head_input_site(self, layer, cfg, k)
+            elif self._rerun_input(plan, cfg, k):
+                sites[p + f"hook_{k}_input"] = edges.rerun_kv_input_site(self, layer, cfg, k, self._plan_kv_heads(plan))
         if self._per_head_z(plan, cfg):
             sites[p + "attn.hook_result"] = self.result_site(layer, cfg)
         norm = self.mlp_in_norm(layer)
@@ -756,6 +760,15 @@ class StructuralAdapter(Adapter):
         if k != "q" and n_kv != cfg.n_kv_heads:
             return False  # the linear path maps query heads to KV heads by cfg.n_kv_heads
         return k == "q" or n_kv == cfg.n_heads or self._carries(plan)
+
+    def _rerun_input(self, plan: BlockPlan, cfg: ModelConfig, k: str) -> bool:
+        """k / v inputs of a grouped-query block written out by hand whose projection cannot carry extra heads
+        (Falcon's multi-query fused projection): served by re-runs (core/edges.rerun_kv_input_site)."""
+        if k == "q" or not plan.inline or k not in plan.proj or plan.o_proj is None or not self._per_head_z(plan, cfg):
+            return False
+        calls, (module, layout) = self.found.record.calls, plan.qkv[k]
+        return _is_linear(module) and plan.proj[k][0] is module and layout.kind == "flat" and \
+            _same(calls[module].input, calls[plan.attn].input) and (plan.attn_norm is not None or plan.reads_resid)
 
     def _call_kinds(self, plan: BlockPlan, cfg: ModelConfig) -> list[str]:
         """q / k / v whose head inputs are served at the attention call (core/edges.call_input_site): those
