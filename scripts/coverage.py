@@ -33,6 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/coverage.md"))
     parser.add_argument("--quick", action="store_true", help="load + parity only, no per-hook checks")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="README whose 'Architecture coverage' section gets the headline (not with --quick)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
@@ -52,8 +54,9 @@ def main() -> None:
         f"{' --quick' if args.quick else ''} on tiny random models (2 layers, d_model 64); the same checks run in "
         "`tests/core/test_coverage.py`.",
         "",
-        f"**{full} of {total} ({100 * full / total:.0f}%) decoder-only transformer types** (every layer has attention; "
-        "not counting encoder-decoder, encoder-only and multimodal wrappers or types whose config does not shrink) "
+        f"**{full} of {total} ({100 * full / total:.0f}%) decoder-only transformer types** (every layer has attention "
+        "and no recurrent mixer beside it; not counting state-space models, hybrids, encoder-decoder, encoder-only "
+        "and multimodal wrappers or types whose config does not shrink) "
         "load with full hooks and pass every check, bitwise parity included.",
         "",
         "Levels: " + "; ".join(f"{counts.get(k, 0)} {v}" for k, v in LEVELS.items()) + ".",
@@ -68,6 +71,38 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"{full}/{total} full; wrote {args.out}")
+    if not args.quick and args.readme.exists():
+        update_readme(args.readme, rows, full, total, counts, args.out)
+
+
+START, END = "<!-- coverage:start (scripts/coverage.py writes this) -->", "<!-- coverage:end -->"
+
+
+def update_readme(readme: Path, rows, full: int, total: int, counts: Counter, table: Path) -> None:
+    """Replace the text between the coverage markers of ``readme`` with the measured headline."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return
+    partial = sorted(r.model_type for r in rows if r.attention and r.level != "full" and r.kind == "decoder"
+                     and r.level != "skipped")
+    body = "\n".join([
+        START,
+        f"Measured on tiny random models of every causal-LM type in transformers {transformers.__version__}: "
+        f"**{full} of {total} decoder-only transformer types ({100 * full / total:.0f}%) load with full hooks** "
+        "(every standard name, the edge names included) and pass every check, bitwise parity with "
+        "`model.hf` included. "
+        f"Over all {sum(counts.values())} causal-LM types: {counts.get('full', 0)} full, {counts.get('partial', 0)} "
+        f"partial (residual decomposition + most names), {counts.get('residual', 0)} residual stream only "
+        f"(state-space models, hybrids, blocks whose residual update is not a sum of attention and MLP "
+        f"outputs), {counts.get('refused', 0)} refused with a clear error, "
+        f"{counts.get('skipped', 0)} skipped (encoder-decoder, encoder-only, multimodal wrappers, configs that "
+        f"do not shrink). Transformers not full: {', '.join(partial)}. The table, type by type: "
+        f"[{table.as_posix()}]({table.as_posix()}) (`scripts/coverage.py` regenerates both).",
+        END,
+    ])
+    head, rest = text.split(START, 1)
+    readme.write_text(head + body + rest.split(END, 1)[1])
+    print(f"updated {readme}")
 
 
 if __name__ == "__main__":
