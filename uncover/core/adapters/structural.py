@@ -340,7 +340,7 @@ def _plan_inline_attention(plan: BlockPlan, inside: list[nn.Module], rec: Record
     P = P.reshape(1, -1, pos, pos).float()
     H = P.shape[1]
     z = rec.calls[plan.o_proj].input
-    if z is None or z.dim() != 3 or z.shape[-1] % H or P.triu(1).any() or not _close(P.sum(-1), torch.ones(1, H, pos)):
+    if z is None or z.dim() != 3 or z.shape[-1] % H or P.triu(1).any() or not _close(P.sum(-1), torch.ones(1, H, pos, device=P.device)):
         return
     plan.inline = True
     d = z.shape[-1] // H
@@ -371,7 +371,7 @@ def _plan_inline_attention(plan: BlockPlan, inside: list[nn.Module], rec: Record
         return
     x = rec.calls[m].input
     others = [o for o in before if o is not m and _is_linear(o) and _same(rec.calls[o].input, x)]
-    mask = torch.ones(pos, pos, dtype=torch.bool).triu(1)
+    mask = torch.ones(pos, pos, dtype=torch.bool, device=P.device).triu(1)
     for mq in others:
         for mk in others:
             oq, ok = rec.calls[mq].output, rec.calls[mk].output
