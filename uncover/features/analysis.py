@@ -129,22 +129,36 @@ def logit_effects(model: "Model", vectors: torch.Tensor, k: int = 10) -> dict[st
             "bottom_logits": (-bottom.values).tolist()}
 
 
+def _peak_mass(ctx: TopContexts, unit: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(token ids, share of the unit's top-context activation mass peaking on each), or None if no mass."""
+    weights = ctx.values[unit].clamp_min(0)
+    if weights.sum() <= 0:
+        return None
+    ids, inverse = ctx.tokens[ctx.seq[unit], ctx.pos[unit]].unique(return_inverse=True)
+    mass = torch.zeros(len(ids)).index_add_(0, inverse, weights.float())
+    return ids, mass / mass.sum()
+
+
 def polysemanticity(ctx: TopContexts) -> torch.Tensor:
     """Effective number of distinct tokens a unit fires on in its top contexts: exp(entropy) of the
     activation-weighted distribution over the token ids at each context's maximum. [units]; 1 means
     the unit always peaks on the same token, n_top means every context peaks on a different token."""
-    peak_tokens = ctx.tokens[ctx.seq, ctx.pos]                                 # [units, n_top]
-    out = torch.empty(len(peak_tokens))
-    for u in range(len(peak_tokens)):
-        weights = ctx.values[u].clamp_min(0)
-        if weights.sum() <= 0:
-            out[u] = float("nan")
-            continue
-        ids, inverse = peak_tokens[u].unique(return_inverse=True)
-        mass = torch.zeros(len(ids)).index_add_(0, inverse, weights.float())
-        prob = mass / mass.sum()
-        out[u] = math.exp(float(-(prob * prob.clamp_min(1e-12).log()).sum()))
+    out = torch.empty(len(ctx.values))
+    for u in range(len(ctx.values)):
+        peak = _peak_mass(ctx, u)
+        out[u] = float("nan") if peak is None else math.exp(float(-(peak[1] * peak[1].clamp_min(1e-12).log()).sum()))
     return out
+
+
+def peak_tokens(model: "Model", ctx: TopContexts, unit: int, k: int = 3) -> list[tuple[str, float]]:
+    """The k tokens that carry most of ``unit``'s top-context activation mass at the contexts' maxima, as
+    (string token, share of the mass), largest first (the distribution ``polysemanticity`` measures)."""
+    peak = _peak_mass(ctx, unit)
+    if peak is None:
+        return []
+    ids, share = peak
+    order = share.argsort(descending=True)[:k]
+    return [(model.to_str_tokens(ids[i:i + 1])[0], float(share[i])) for i in order]
 
 
 def context_window(model: "Model", ctx: TopContexts, unit: int, rank: int, before: int = 12, after: int = 4

@@ -50,25 +50,30 @@ class SAEEvalResult(Result):
         return out
 
 
-def splice_hooks(sae: SAE, replacement: str = "sae") -> list[tuple[str, Any]]:
+def splice_hooks(sae: SAE, replacement: str = "sae", skip_positions: int = 0) -> list[tuple[str, Any]]:
     """Hook functions that replace the SAE's output site by its reconstruction ("sae") or by zeros ("zero").
 
     For a transcoder the input hook stores its activation and the output hook is replaced by the
-    transcoder's prediction from it.
+    transcoder's prediction from it. The first ``skip_positions`` positions keep their clean activations
+    (the positions an SAE trained with ``skip_positions`` never saw, such as an attention sink at position 0).
     """
     cfg = sae.cfg
     out_name = cfg.hook_name_out if cfg.is_transcoder else cfg.hook_name
+
+    def keep_first(t: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t[:, :skip_positions], new[:, skip_positions:]], 1) if skip_positions else new
+
     if replacement == "zero":
-        return [(out_name, lambda t, hook: torch.zeros_like(t))]
+        return [(out_name, lambda t, hook: keep_first(t, torch.zeros_like(t)))]
     if not cfg.is_transcoder:
-        return [(cfg.hook_name, lambda t, hook: sae(t.float()).to(t.dtype))]
+        return [(cfg.hook_name, lambda t, hook: keep_first(t, sae(t.float()).to(t.dtype)))]
     seen: dict[str, torch.Tensor] = {}
 
     def read(t: torch.Tensor, hook) -> None:
         seen["x"] = t
 
     def write(t: torch.Tensor, hook) -> torch.Tensor:
-        return sae(seen["x"].float()).to(t.dtype)
+        return keep_first(t, sae(seen["x"].float()).to(t.dtype))
 
     return [(cfg.hook_name, read), (out_name, write)]
 
@@ -84,7 +89,12 @@ def evaluate_sae(
     model: "Model", sae: SAE, tokens: torch.Tensor, batch_size: int = 8, dense_threshold: float = 0.1,
     skip_positions: int = 0,
 ) -> SAEEvalResult:
-    """Evaluate ``sae`` on tokens [n_seqs, pos]; activation statistics skip the first skip_positions."""
+    """Evaluate ``sae`` on tokens [n_seqs, pos].
+
+    skip_positions: the first positions of every sequence are left out of the activation statistics and
+    keep their clean activations in the spliced and zero-ablated runs (the loss still counts every
+    prediction), for an SAE trained without them.
+    """
     from uncover.features.store import harvest
 
     cfg = sae.cfg
@@ -109,8 +119,8 @@ def evaluate_sae(
         x_sq = target.pow(2).sum(0) if x_sq is None else x_sq + target.pow(2).sum(0)
         n_tok += len(x)
         clean = model(batch)
-        spliced = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "sae"))
-        zeroed = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "zero"))
+        spliced = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "sae", skip_positions))
+        zeroed = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "zero", skip_positions))
         sums["ce_clean"] += _next_token_losses(clean, batch).sum().item()
         sums["ce_sae"] += _next_token_losses(spliced, batch).sum().item()
         sums["ce_zero"] += _next_token_losses(zeroed, batch).sum().item()

@@ -35,6 +35,9 @@ def _fraction_near(D: list[float]) -> float:
     return sum(min(abs(d - f) for f in fracs) < 0.05 for d in D) / len(D)
 
 
+SAE_CORPUS = "shakespeare"  # natural language, so feature cards show concepts (uncover.data.corpus)
+SKIP = 1  # window position 0 is an attention sink (~100x the median norm): not trained on, left clean in the splice
+POOL, CARDS, N_TOP, SHOWN = 48, 6, 10, 5  # card candidates, cards, contexts per polysemanticity, contexts shown
 # SAE run sizes: sequences of 128 tokens for training / evaluation, latents per d_model, epochs
 SAE_SIZES = {"default": dict(n_train=256, n_eval=16, width=4, epochs=4),
              "full": dict(n_train=2400, n_eval=64, width=16, epochs=2)}  # fits the built-in corpus (tested)
@@ -44,7 +47,7 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
     from uncover.components.neurons import vocab_projection
     from uncover.data.corpus import corpus_tokens
     from uncover.features.analysis import (
-        activation_histogram, context_window, logit_effects, polysemanticity, top_contexts_from_batches,
+        activation_histogram, context_window, logit_effects, peak_tokens, polysemanticity, top_contexts_from_batches,
     )
     from uncover.features.evals import evaluate_sae
     from uncover.features.sae import SAE, SAEConfig
@@ -55,13 +58,14 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
     hook, neuron_hook = f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.mlp.hook_post"
     size = SAE_SIZES["full" if ctx.full else "default"]
     n_train, n_eval, seq_len, width, epochs = size["n_train"], size["n_eval"], 128, size["width"], size["epochs"]
-    tokens = corpus_tokens(model, n_train + n_eval, seq_len, seed=ctx.seed)
+    tokens = corpus_tokens(model, n_train + n_eval, seq_len, seed=ctx.seed, source=SAE_CORPUS)
     train_tokens, eval_tokens = tokens[:n_train], tokens[n_train:]
     chunks, neuron_maxima = [], []
     for acts in iter_harvest(model, [neuron_hook, hook], train_tokens, model_batch_size=16, progress=ctx.progress):
         chunks.append(acts[hook])
         neuron_maxima.append(acts[neuron_hook].view(-1, seq_len, model.cfg.d_mlp).amax(1))
-    acts = torch.cat(chunks)                                                        # [n_train * seq_len, d]
+    full = torch.cat(chunks).view(n_train, seq_len, -1)                            # [n_train, seq_len, d]
+    acts = full[:, SKIP:].reshape(-1, full.shape[-1])                              # training rows
     cfg = SAEConfig(model.cfg.d_model, width * model.cfg.d_model, "topk", k=32, hook_name=hook,
                     model_name=model.name)
     sae = SAE(cfg, seed=ctx.seed)
@@ -71,27 +75,35 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
                           dead_after_tokens=len(acts) // 2, seed=ctx.seed)
     history = train_sae(sae, batches, tcfg, progress=ctx.progress)
     sae.save(ctx.work_dir / "sae")
-    result = evaluate_sae(model, sae, eval_tokens)
+    result = evaluate_sae(model, sae, eval_tokens, skip_positions=SKIP)
     metrics = {k: v for k, v in result.to_dict().items() if k != "feature_density"}
 
-    # feature cards: latents firing on 0.2%-5% of tokens, the most frequent of those first
+    # feature cards: of the POOL most frequent latents firing on 0.2%-5% of tokens, the CARDS most
+    # monosemantic (lowest polysemanticity over their top N_TOP contexts)
     with torch.no_grad():
         dens = torch.zeros(cfg.d_sae)
         for chunk in acts.split(8192):
             dens += (sae.encode(chunk) > 0).sum(0)
         dens /= len(acts)
         candidates = ((dens > 0.002) & (dens < 0.05)).nonzero().flatten()
-        chosen = candidates[dens[candidates].argsort(descending=True)][:6].tolist() if len(candidates) else []
-        chosen = chosen or dens.topk(6).indices.tolist()
-        latent_acts = torch.cat([sae.encode(c)[:, chosen] for c in acts.split(8192)]).view(n_train, seq_len, -1)
-    top = top_contexts_from_batches(latent_acts.split(32), train_tokens, n_top=5)
+        pool = candidates[dens[candidates].argsort(descending=True)][:POOL].tolist() if len(candidates) else []
+        pool = pool or dens.topk(POOL).indices.tolist()
+        pool_acts = torch.cat([sae.encode(c)[:, pool] for c in full.flatten(0, 1).split(8192)])
+        pool_acts = pool_acts.view(n_train, seq_len, -1)
+        pool_acts[:, :SKIP] = 0  # positions the SAE was not trained on
+        pool_poly = polysemanticity(top_contexts_from_batches(pool_acts.split(32), train_tokens, n_top=N_TOP))
+        order = sorted(range(len(pool)), key=lambda i: (pool_poly[i].nan_to_num(float("inf")).item(), -dens[pool[i]]))
+        chosen = [pool[i] for i in order[:CARDS]]
+        latent_acts = pool_acts[..., [order[i] for i in range(len(chosen))]]
+    top = top_contexts_from_batches(latent_acts.split(32), train_tokens, n_top=N_TOP)
     poly = polysemanticity(top)
     effects = logit_effects(model, sae.W_dec[chosen].detach(), k=8)
     cards = []
     for u, latent in enumerate(chosen):
         cards.append({"title": f"latent {latent}", "density": float(dens[latent]),
                       "max_activation": float(top.values[u, 0]), "polysemanticity": float(poly[u]),
-                      "contexts": [context_window(model, top, u, r) for r in range(top.values.shape[1])],
+                      "peaks": peak_tokens(model, top, u),
+                      "contexts": [context_window(model, top, u, r) for r in range(SHOWN)],
                       "histogram": activation_histogram(latent_acts[..., u]),
                       "top_tokens": effects["top_tokens"][u], "bottom_tokens": effects["bottom_tokens"][u]})
 
@@ -109,7 +121,8 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
                      "contexts": [context_window(model, ntop, u, r) for r in range(ntop.values.shape[1])],
                      "top_tokens": vocab["top_tokens"][u], "bottom_tokens": vocab["bottom_tokens"][u]}
                     for u, n in enumerate(neurons)]
-    return {"layer": layer, "hook": hook, "d_sae": cfg.d_sae, "k": cfg.k, "train_tokens": epochs * len(acts),
+    return {"layer": layer, "hook": hook, "corpus": SAE_CORPUS, "d_sae": cfg.d_sae, "k": cfg.k,
+            "train_tokens": epochs * len(acts),
             "unique_tokens": len(acts), "metrics": metrics,
             "history": {k: getattr(history, k) for k in ("tokens", "explained_variance", "l0", "dead_fraction")},
             "cards": cards, "neuron_cards": neuron_cards}
@@ -118,7 +131,7 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
 class FeaturesSection:
     key = "features"
     title = "Features: superposition and sparse autoencoders"
-    version = "1"
+    version = "2"
 
     def compute(self, model: "Model", ctx: ReportContext) -> dict[str, Any]:
         return {"toys": sp.toy_experiments(ctx.full, ctx.seed), "sae": _sae(model, ctx)}
@@ -150,7 +163,11 @@ class FeaturesSection:
         found = [
             f"A TopK SAE ({sae['d_sae']} latents, k={sae['k']}) on {sae['hook']} after {sae['train_tokens']:,} "
             f"training tokens: explained variance {m['explained_variance']:.3f}, L0 {m['l0']:.1f}, "
-            f"dead latents {100 * m['dead_fraction']:.1f}%, dense latents {100 * m['dense_fraction']:.1f}%.",
+            f"dead latents {100 * m['dead_fraction']:.1f}%, dense latents {100 * m['dense_fraction']:.1f}%; trained on "
+            f"{sae.get('corpus', 'the corpus')} text without window position 0 (an attention sink), which keeps its "
+            f"clean activation when the SAE is spliced in. The cards below are the {CARDS} most monosemantic of the "
+            f"{POOL} most frequent latents firing on 0.2-5% of tokens (lowest polysemanticity: exp(entropy) of the "
+            f"tokens their top {N_TOP} contexts peak on, weighted by activation).",
             f"Spliced into the model the SAE {spliced.word} next-token loss: {m['ce_loss_clean']:.3f} -> "
             f"{m['ce_loss_with_sae']:.3f} nats ({spliced.test}; zero ablation: {m['ce_loss_zero_ablation']:.3f}), "
             f"recovering {100 * m['ce_loss_recovered']:.1f}% of the loss; KL {m['kl_div']:.3f} nats.",
@@ -199,6 +216,10 @@ def card_html(card: dict[str, Any]) -> str:
     stats = [f"max activation {card['max_activation']:.3g}", f"polysemanticity {card['polysemanticity']:.2f}"]
     if "density" in card:
         stats.insert(0, f"fires on {100 * card['density']:.2f}% of tokens")
+    shares = "" if not card.get("peaks") else (
+        "its top contexts peak on " + ", ".join(f"{t!r} ({100 * w:.0f}%)" for t, w in card["peaks"])
+        + " of their activation mass; it promotes " + ", ".join(repr(t) for t in card["top_tokens"][:3]) + ".")
+    stats += [shares] if shares else []
     vmax = max([max(a) for _, a in card["contexts"] if a] + [1e-9])
     contexts = "".join(f"<div>{html.tokens_html(t, a, vmax=vmax)}</div>" for t, a in card["contexts"])
     logits = html.table([[", ".join(repr(t) for t in card["top_tokens"])],
