@@ -112,6 +112,17 @@ class _SharedNorm(torch.autograd.Function):
         return per_head.movedim(0, 2), None
 
 
+def _heads_to_write(chain, new: torch.Tensor, view: torch.Tensor) -> torch.Tensor | None:
+    """The head indices a per-head input hook must write: every head when forced, else the changed
+    ones; None when there is nothing to write. new / view: [batch, pos, heads, d]."""
+    if chain.force_write:
+        return torch.arange(view.shape[2], device=view.device)
+    if new is view:
+        return None
+    heads = _changed_heads(new, view)
+    return heads if len(heads) else None
+
+
 def _changed_heads(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere."""
     return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
@@ -151,14 +162,9 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
             b, p, d = x.shape
             view = x.unsqueeze(2).expand(b, p, n_heads, d)
             new = chain.run(view)
-            if chain.force_write:
-                heads = torch.arange(n_heads, device=x.device)
-            elif new is view:
+            heads = _heads_to_write(chain, new, view)
+            if heads is None:
                 return None
-            else:
-                heads = _changed_heads(new, view)
-                if len(heads) == 0:
-                    return None
             if norm is None:
                 normed = new[:, :, heads]
             elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
@@ -347,14 +353,9 @@ def rerun_kv_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig"
             b, p, d = x.shape
             view = x.unsqueeze(2).expand(b, p, n_heads, d)
             new = chain.run(view)
-            if chain.force_write:
-                heads = torch.arange(n_heads, device=x.device)
-            elif new is view:
+            heads = _heads_to_write(chain, new, view)
+            if heads is None:
                 return None
-            else:
-                heads = _changed_heads(new, view)
-                if len(heads) == 0:
-                    return None
             normed = new[:, :, heads] if norm is None else norm.forward(new[:, :, heads])
             mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)
             state["pending"][kind] = (heads, mine, proj, raw)
