@@ -94,7 +94,7 @@ def _sae(model: "Model", ctx: ReportContext) -> dict[str, Any]:
         pool_poly = polysemanticity(top_contexts_from_batches(pool_acts.split(32), train_tokens, n_top=N_TOP))
         order = sorted(range(len(pool)), key=lambda i: (pool_poly[i].nan_to_num(float("inf")).item(), -dens[pool[i]]))
         chosen = [pool[i] for i in order[:CARDS]]
-        latent_acts = pool_acts[..., [order[i] for i in range(len(chosen))]]
+        latent_acts = pool_acts[..., order[:CARDS]]
     top = top_contexts_from_batches(latent_acts.split(32), train_tokens, n_top=N_TOP)
     poly = polysemanticity(top)
     effects = logit_effects(model, sae.W_dec[chosen].detach(), k=8)
