@@ -142,6 +142,17 @@ def test_eval_of_a_random_sae_matches_naive_sums(llama, tokens):
     assert r.dead_fraction == pytest.approx(float(((sae.encode(x) > 0).sum(0) == 0).float().mean()))
 
 
+def test_eval_lowers_the_batch_for_large_logits_without_changing_the_result(llama, tokens, monkeypatch):
+    import uncover.features.evals as E
+
+    sae = SAE(SAEConfig(64, 128, "topk", k=8, hook_name="blocks.1.hook_resid_post"), seed=3)
+    whole = evaluate_sae(llama, sae, tokens, batch_size=12)
+    monkeypatch.setattr(E, "LOGITS_BUDGET", tokens.shape[1] * llama.cfg.d_vocab * 3)  # 3 sequences per forward
+    small = evaluate_sae(llama, sae, tokens, batch_size=12)
+    for k in ("ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation", "kl_div", "l0", "explained_variance"):
+        assert getattr(small, k) == pytest.approx(getattr(whole, k), rel=1e-5, abs=1e-6), k
+
+
 def test_eval_skipping_the_first_position_keeps_it_clean(llama, tokens):
     hook = "blocks.1.hook_resid_post"
     sae = SAE(SAEConfig(64, 128, "topk", k=8, hook_name=hook), seed=3)

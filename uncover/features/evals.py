@@ -84,12 +84,16 @@ def _next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
         tokens.shape[0], -1)
 
 
+LOGITS_BUDGET = 2 ** 27  # elements per logits tensor in evaluate_sae (512 MB in float32)
+
+
 @torch.no_grad()
 def evaluate_sae(
     model: "Model", sae: SAE, tokens: torch.Tensor, batch_size: int = 8, dense_threshold: float = 0.1,
     skip_positions: int = 0,
 ) -> SAEEvalResult:
-    """Evaluate ``sae`` on tokens [n_seqs, pos].
+    """Evaluate ``sae`` on tokens [n_seqs, pos], ``batch_size`` sequences per forward (fewer when a batch's
+    logits would pass ``LOGITS_BUDGET`` elements, as with Gemma's 262k vocabulary).
 
     skip_positions: the first positions of every sequence are left out of the activation statistics and
     keep their clean activations in the spliced and zero-ablated runs (the loss still counts every
@@ -103,6 +107,8 @@ def evaluate_sae(
     x_sum = x_sq = None
     fired = torch.zeros(cfg.d_sae)
     n_tok = n_pred = 0
+    # three [batch, pos, d_vocab] logit tensors are alive at once: keep each under LOGITS_BUDGET elements
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET // (tokens.shape[1] * model.cfg.d_vocab)))
     for s in range(0, len(tokens), batch_size):
         batch = tokens[s:s + batch_size]
         acts = harvest(model, list(dict.fromkeys([cfg.hook_name, out_name])), batch, skip_positions)
