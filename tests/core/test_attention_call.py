@@ -14,6 +14,7 @@ import functools
 import pytest
 import torch
 
+from tests.core.test_edge_hooks import head_inputs_agree_with_writing_the_block_input
 from uncover.core.model import Model
 from uncover.coverage import build
 from uncover.errors import UncoverError
@@ -104,22 +105,8 @@ def test_writing_one_heads_input_changes_only_that_head(model_type, kind):
 # path that no q / k / v input covers, so writing all three inputs is not writing the block's input
 @pytest.mark.parametrize("model_type", [t for t in TYPES if t != "inkling_text"] + ["falcon"])
 def test_head_inputs_agree_with_writing_the_block_input(model_type):
-    """Every head reading x' through its q, k and v inputs = the block reading x'; one head's q input := x'
-    gives that head the q (and z row of queries) of the block reading x'."""
     model = model_of(model_type)
-    p = f"blocks.{L}."
-    with torch.no_grad():
-        _, cache = model.run_with_cache(TOKENS, names=p + "hook_resid_pre")
-        moved = cache[p + "hook_resid_pre"] + noise(model, 2)
-        names = [p + "attn.hook_z", p + "attn.hook_q", p + "hook_attn_out"]
-        _, ref = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + "hook_resid_pre", lambda t, hook: moved)])
-        each = lambda t, hook: moved[:, :, None].expand_as(t)  # noqa: E731
-        _, via = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + f"hook_{k}_input", each) for k in "qkv"])
-        torch.testing.assert_close(via[p + "attn.hook_z"], ref[p + "attn.hook_z"], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(via[p + "hook_attn_out"], ref[p + "hook_attn_out"], atol=1e-5, rtol=1e-4)
-        head_2 = lambda t, hook: torch.cat([t[:, :, :2], moved[:, :, None], t[:, :, 3:]], 2)  # noqa: E731
-        _, one = model.run_with_cache(TOKENS, names=p + "attn.hook_q", fwd_hooks=[(p + "hook_q_input", head_2)])
-    torch.testing.assert_close(one[p + "attn.hook_q"][:, :, 2], ref[p + "attn.hook_q"][:, :, 2], atol=1e-5, rtol=1e-4)
+    head_inputs_agree_with_writing_the_block_input(model, TOKENS, L, noise(model, 2))
 
 
 @pytest.mark.parametrize("model_type", ["deepseek_v3", "stablelm", "falcon"])

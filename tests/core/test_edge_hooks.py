@@ -128,24 +128,28 @@ def test_writing_one_heads_input_changes_only_that_head(tiny_model, arch, kind):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_head_inputs_agree_with_writing_the_block_input(tiny_model, arch):
-    """Every head reading x' through its q, k and v inputs = the block reading x' (its attention output);
-    one head's q input := x' gives that head the q of the block reading x'."""
     model = tiny_model(arch)
-    p = f"blocks.{L}."
+    head_inputs_agree_with_writing_the_block_input(model, TOKENS, L, noise(model, 2))
+
+
+def head_inputs_agree_with_writing_the_block_input(model, tokens: torch.Tensor, layer: int, d: torch.Tensor) -> None:
+    """Every head reading x' = x + d through its q, k and v inputs = the block reading x' (its z and attention
+    output); one head's q input := x' gives that head the q of the block reading x'."""
+    p = f"blocks.{layer}."
     with torch.no_grad():
-        _, cache = model.run_with_cache(TOKENS, names=p + "hook_resid_pre")
-        moved = cache[p + "hook_resid_pre"] + noise(model, 2)
+        _, cache = model.run_with_cache(tokens, names=p + "hook_resid_pre")
+        moved = cache[p + "hook_resid_pre"] + d
         names = [p + "attn.hook_z", p + "attn.hook_q", p + "hook_attn_out"]
-        _, ref = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + "hook_resid_pre", lambda t, hook: moved)])
+        _, ref = model.run_with_cache(tokens, names=names, fwd_hooks=[(p + "hook_resid_pre", lambda t, hook: moved)])
         each = lambda t, hook: moved[:, :, None].expand_as(t)  # noqa: E731
-        _, via_heads = model.run_with_cache(TOKENS, names=names, fwd_hooks=[(p + f"hook_{k}_input", each) for k in "qkv"])
+        _, via_heads = model.run_with_cache(tokens, names=names, fwd_hooks=[(p + f"hook_{k}_input", each) for k in "qkv"])
         torch.testing.assert_close(via_heads[p + "attn.hook_z"], ref[p + "attn.hook_z"], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(via_heads[p + "hook_attn_out"], ref[p + "hook_attn_out"], atol=1e-5, rtol=1e-4)
 
         def head_2(t, hook):
             return torch.cat([t[:, :, :2], moved[:, :, None], t[:, :, 3:]], 2)
 
-        _, one = model.run_with_cache(TOKENS, names=p + "attn.hook_q", fwd_hooks=[(p + "hook_q_input", head_2)])
+        _, one = model.run_with_cache(tokens, names=p + "attn.hook_q", fwd_hooks=[(p + "hook_q_input", head_2)])
     torch.testing.assert_close(one[p + "attn.hook_q"][:, :, 2], ref[p + "attn.hook_q"][:, :, 2], atol=1e-5, rtol=1e-4)
 
 
