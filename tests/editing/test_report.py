@@ -81,3 +81,15 @@ def test_rome_wording_follows_efficacy(data):
     assert " rewrote " in rome(0.0, 100.0) and "(efficacy ≥ 50%)" in rome(0.0, 100.0)
     assert " did not rewrite " in rome(0.0, 20.0) and "(efficacy < 50%)" in rome(0.0, 20.0)
     assert " did not need to rewrite " in rome(100.0, 100.0)
+
+
+def test_an_edit_that_costs_the_neighbours_is_flagged_not_specific(data):
+    def specific(before, after):
+        def edit(d):
+            d["rome"]["before"]["neighbourhood"], d["rome"]["after"]["neighbourhood"] = before, after
+        return _one(_render(data, edit), "The edit is")
+
+    assert specific(100.0, 80.0).startswith("The edit is specific to its subject: the neighbourhood score went from "
+                                            "100% to 80% (neighbourhood drop ≤ 30 points)")
+    flagged = specific(100.0, 20.0)
+    assert "is not specific (it changed other subjects' answers too)" in flagged and "drop > 30 points" in flagged

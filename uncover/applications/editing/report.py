@@ -30,6 +30,9 @@ FAVOURITE = "Eiffel Tower"
 NOISE_DROP = C.Threshold("noise_drop", 0.05, "probability change")
 RESTORE_EFFECT = C.Threshold("restore_effect", 0.01, "indirect effect")
 EFFICACY = C.Threshold("efficacy", 50, "efficacy", "%")  # P(new) > P(old) on more than half the edits
+# an edit that costs the neighbours more than this (neighbourhood score before - after) rewrote the relation,
+# not the subject's fact
+SPECIFIC = C.Threshold("specific", 30, "neighbourhood drop", "points")
 
 
 def _clean(values: Any) -> Any:
@@ -115,6 +118,8 @@ class EditingSection:
         rewrote = C.at_least(a["rewrite"], EFFICACY, "rewrote", "did not rewrite")
         if rewrote.holds and b["rewrite"] >= EFFICACY.value:  # nothing to rewrite: new already beat old
             rewrote = C.Claim(None, "did not need to rewrite", f"efficacy ≥ {EFFICACY.fmt()} before the edit too")
+        specific = C.at_most(b["neighbourhood"] - a["neighbourhood"], SPECIFIC, "specific",
+                             "not specific (it changed other subjects' answers too)")
         findings = [
             f"Causal tracing over {facts}: noising the subject {drop.word} the attribute's probability, "
             f"{t['clean_prob']:.3f} -> {t['corrupt_prob']:.3f} on average ({t['samples']} noise samples; {drop.test}).",
@@ -127,6 +132,8 @@ class EditingSection:
             f"{r['n_paraphrases']} paraphrases, neighbourhood {a['neighbourhood']:.0f}% over "
             f"{r['n_neighbours']} neighbours (before {b['neighbourhood']:.0f}%)"
             + (f", averaged over {n_edits} edits." if n_edits > 1 else "."),
+            f"The edit is {specific.word} to its subject: the neighbourhood score went from {b['neighbourhood']:.0f}% "
+            f"to {a['neighbourhood']:.0f}% ({specific.test}).",
             f"One ROME edit took {r['seconds_per_edit']:.1f} s; the key covariance used "
             f"{data['covariance']['n_tokens']} corpus tokens (computed once, cached on disk).",
         ]
@@ -141,7 +148,7 @@ class EditingSection:
         rows.append(["fluency: n-gram entropy (bits)", f"{b['fluency']:.2f}", f"{a['fluency']:.2f}"])
         gens = [[p, g0, g1] for p, g0, g1 in zip(r["prompts"], r["generations_before"], r["generations_after"])]
         return (
-            H.findings(findings, headline=3)
+            H.findings(findings, headline=4)
             + H.plotly_figure(fig, "Causal tracing (Meng et al. 2022): probability of the correct attribute "
                                    "recovered by restoring clean states in a run with a noised subject.")
             + H.table(rows, ["CounterFact-style score", "before", "after"])
