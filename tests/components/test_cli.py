@@ -5,6 +5,7 @@ import typer
 from typer.testing import CliRunner
 
 from uncover.components.cli import register
+from tests.offline import network_loads
 
 
 @pytest.fixture(scope="module")
@@ -32,5 +33,6 @@ def test_patch_lens_heads(app, smollm, tmp_path, monkeypatch):
     res = runner.invoke(app, ["heads", "smollm2-135m", "--kind", "copying", "--top", "3", "--out", str(tmp_path / "h")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "h" / "copying.html").exists() and "L" in res.output
+    assert network_loads(tmp_path) == []
     res = runner.invoke(app, ["heads", "smollm2-135m", "--kind", "inductive"])
     assert res.exit_code != 0 and "--kind must be one of" in res.output

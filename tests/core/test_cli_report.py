@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from uncover.report import build
+from tests.offline import network_loads
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -101,7 +102,7 @@ def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, 
         code = e.code
     out = " ".join(capsys.readouterr().out.split())
     page = (tmp_path / "out" / "index.html").read_text()  # the page is written either way
-    assert "3 layers" in page
+    assert "3 layers" in page and network_loads(tmp_path / "out" / "index.html") == []
     if failing:
         assert code == 1
         assert "1 section(s) failed" in out and "boom (A section that fails): RuntimeError: measured nothing" in out

@@ -5,6 +5,7 @@ import typer
 from typer.testing import CliRunner
 
 from uncover.dynamics.cli import register
+from tests.offline import network_loads
 
 
 def _app():
@@ -19,6 +20,7 @@ def test_double_descent_command_writes_summary_and_plot(tmp_path):
     summary = json.loads((tmp_path / "double_descent_summary.json").read_text())
     assert summary["peak_width"] == 20
     assert (tmp_path / "double_descent.html").exists() and (tmp_path / "plotly.min.js").exists()
+    assert network_loads(tmp_path) == []
 
 
 def test_induction_command_runs_a_few_steps(tmp_path):

@@ -14,6 +14,7 @@ from tests.editing.conftest import word_tokenizer
 from uncover.applications.editing.cli import register
 from uncover.applications.editing.rome import WeightEdit
 from uncover.applications.editing.tracing import TraceResult, trace
+from tests.offline import network_loads
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def test_trace_command_writes_the_same_trace_as_the_function(app, tiny_dir, tmp_
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "peak layer" in result.output and (tmp_path / "trace.html").exists()
+    assert network_loads(tmp_path / "trace.html") == []
     saved = TraceResult.load(tmp_path / "trace")
     direct = trace(uc.load(str(tiny_dir)), "The capital of France is", "France", kinds=["mlp", "resid"],
                    n_samples=2, window=2)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from uncover.components.circuits import EdgePatcher, EdgeScores, discover, select, write_circuit
 from uncover.data.tasks import Task
+from tests.offline import network_loads
 
 TOKEN = "test-token-0123456789"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,6 +122,7 @@ def test_the_circuit_command_writes_a_file_the_explorer_opens(tmp_path, monkeypa
     assert res.exit_code == 0, res.output
     path = out / "ioi_eap_circuit.json"
     assert path.is_file() and (out / "ioi_eap_circuit.dot").is_file()
+    assert (out / "ioi_eap_circuit.html").is_file() and network_loads(out) == []
     ex = Explorer(model, circuits=[out])  # the --out folder as it is
     assert list(ex.circuits) == ["ioi_eap_circuit"]
     circuit = ex.circuits["ioi_eap_circuit"]

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from uncover.features.cli import register
 from uncover.features.sae import SAE
+from tests.offline import network_loads
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def test_sae_train_eval_dashboard_and_neurons(app, smollm, tmp_path, monkeypatch
                               "--seq-len", "16", "--out", str(tmp_path / "n.html")])
     assert res.exit_code == 0, res.output
     assert "L3 neuron 5" in (tmp_path / "n.html").read_text()
+    assert network_loads(tmp_path / "d.html") == [] and network_loads(tmp_path / "n.html") == []
 
     res = runner.invoke(app, ["neurons", "smollm2-135m", "--layer", "99"])
     assert res.exit_code != 0 and "layer must be in 0..29" in res.output
