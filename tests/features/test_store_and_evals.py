@@ -142,15 +142,26 @@ def test_eval_of_a_random_sae_matches_naive_sums(llama, tokens):
     assert r.dead_fraction == pytest.approx(float(((sae.encode(x) > 0).sum(0) == 0).float().mean()))
 
 
-def test_eval_lowers_the_batch_for_large_logits_without_changing_the_result(llama, tokens, monkeypatch):
-    import uncover.features.evals as E
+def test_eval_in_vocabulary_chunks_equals_the_full_logits(llama, tokens, monkeypatch):
+    """Losses and KL from chunks of 7 positions (uncover.core.vocab) against whole [batch, pos, d_vocab] logits."""
+    import uncover.core.vocab as V
 
-    sae = SAE(SAEConfig(64, 128, "topk", k=8, hook_name="blocks.1.hook_resid_post"), seed=3)
-    whole = evaluate_sae(llama, sae, tokens, batch_size=12)
-    monkeypatch.setattr(E, "LOGITS_BUDGET", tokens.shape[1] * llama.cfg.d_vocab * 3)  # 3 sequences per forward
-    small = evaluate_sae(llama, sae, tokens, batch_size=12)
-    for k in ("ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation", "kl_div", "l0", "explained_variance"):
-        assert getattr(small, k) == pytest.approx(getattr(whole, k), rel=1e-5, abs=1e-6), k
+    hook = "blocks.1.hook_resid_post"
+    sae = SAE(SAEConfig(64, 128, "topk", k=8, hook_name=hook), seed=3)
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 7 * llama.cfg.d_vocab)
+    r = evaluate_sae(llama, sae, tokens, batch_size=5, skip_positions=1)
+
+    def splice(t, h):
+        return torch.cat([t[:, :1], sae(t)[:, 1:]], 1)
+
+    clean = llama(tokens)
+    spliced = llama.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])
+    zeroed = llama.run_with_hooks(tokens, fwd_hooks=[(hook, lambda t, h: torch.cat([t[:, :1], 0 * t[:, 1:]], 1))])
+    p, q = clean[:, :-1].log_softmax(-1), spliced[:, :-1].log_softmax(-1)
+    for got, want in ((r.ce_loss_clean, next_token_loss(clean, tokens)), (r.ce_loss_with_sae, next_token_loss(spliced, tokens)),
+                      (r.ce_loss_zero_ablation, next_token_loss(zeroed, tokens)),
+                      (r.kl_div, float((p.exp() * (p - q)).sum(-1).mean()))):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
 def test_eval_skipping_the_first_position_keeps_it_clean(llama, tokens):

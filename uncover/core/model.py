@@ -30,20 +30,18 @@ _LAYER = re.compile(r"blocks\.(\d+)\.")
 
 
 class _Capture(nn.Module):
-    """Stands in for the final norm under stop_at_layer: keeps the residual it receives."""
+    """Stands in for the final norm under stop_at_layer (or the unembedding under return_normed): keeps the
+    residual it receives and passes it on (``empty``: returns nothing, so no logits are computed)."""
 
     resid: torch.Tensor | None = None
 
+    def __init__(self, empty: bool = False):
+        super().__init__()
+        self.empty = empty
+
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         self.resid = hidden_states
-        return hidden_states
-
-
-class _Empty(nn.Module):
-    """Stands in for the unembedding under stop_at_layer: no logits are computed."""
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return hidden_states[..., :0]
+        return hidden_states[..., :0] if self.empty else hidden_states
 
 
 def _slots(root: nn.Module, modules: list[nn.Module]) -> list[tuple[nn.Module, str]]:
@@ -218,6 +216,7 @@ class Model:
         resid_pre: torch.Tensor | None = None,
         logits_to_keep: int = 0,
         stop_at_layer: int | None = None,
+        return_normed: bool = False,
     ) -> torch.Tensor:
         """Logits [batch, pos, d_vocab]. With left padding, positions count real tokens only.
 
@@ -229,6 +228,9 @@ class Model:
         d_model] (= ``blocks.{stop_at_layer}.hook_resid_pre``; ``n_layers`` gives the last layer's
         ``hook_resid_post``). Later layers, the final norm and the unembedding do not run, and their hooks
         (``blocks.{stop_at_layer}.hook_resid_pre`` included) do not fire.
+        return_normed: return the unembedding's input [batch, pos, d_model] (after the final norm and its
+        hooks) instead of logits, and skip the unembedding: ``self.unembed`` of it gives the logits, a chunk
+        of positions at a time (``uncover.core.vocab``), so a big vocabulary's logits are never whole.
         """
         tokens, attention_mask = self._as_tokens(tokens, attention_mask)
         position_ids = None
@@ -236,12 +238,26 @@ class Model:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep and stop_at_layer is None else {}
         with self._start_at(start_at_layer, resid_pre, tokens.shape), \
-                self._stop_at(stop_at_layer, start_at_layer) as stopped:
+                self._stop_at(stop_at_layer, start_at_layer) as stopped, self._normed(return_normed) as normed:
             logits = self.hf(
                 input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                 **kwargs,
             ).logits
-        return logits if stopped is None else stopped.resid
+        return stopped.resid if stopped is not None else normed.resid if normed is not None else logits
+
+    @contextmanager
+    def _normed(self, on: bool) -> Iterator["_Capture | None"]:
+        """While active (``on``), the unembedding records its input and returns nothing."""
+        if not on:
+            yield None
+            return
+        capture = _Capture(empty=True)
+        ((parent, attr),) = _slots(self.hf, [head := self.adapter.lm_head(self.hf)])
+        setattr(parent, attr, capture)
+        try:
+            yield capture
+        finally:
+            setattr(parent, attr, head)
 
     @contextmanager
     def _stop_at(self, layer: int | None, start: int | None) -> Iterator["_Capture | None"]:
@@ -257,7 +273,7 @@ class Model:
         capture = _Capture()
         layers = self.adapter.layers(self.hf)
         swaps = [(layers, nn.ModuleList(list(layers)[:layer])), (self.adapter.final_norm(self.hf), capture),
-                 (self.adapter.lm_head(self.hf), _Empty())]
+                 (self.adapter.lm_head(self.hf), _Capture(empty=True))]
         slots = _slots(self.hf, [old for old, _ in swaps])
         for (parent, attr), (_, new) in zip(slots, swaps):
             setattr(parent, attr, new)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from uncover.core.results import Result
+from uncover.core.vocab import log_prob_chunks
 from uncover.features.sae import SAE
 
 if TYPE_CHECKING:
@@ -78,22 +79,13 @@ def splice_hooks(sae: SAE, replacement: str = "sae", skip_positions: int = 0) ->
     return [(cfg.hook_name, read), (out_name, write)]
 
 
-def _next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-position next-token cross-entropy [batch, pos - 1] in nats."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none").view(
-        tokens.shape[0], -1)
-
-
-LOGITS_BUDGET = 2 ** 27  # elements per logits tensor in evaluate_sae (512 MB in float32)
-
-
 @torch.no_grad()
 def evaluate_sae(
     model: "Model", sae: SAE, tokens: torch.Tensor, batch_size: int = 8, dense_threshold: float = 0.1,
     skip_positions: int = 0,
 ) -> SAEEvalResult:
-    """Evaluate ``sae`` on tokens [n_seqs, pos], ``batch_size`` sequences per forward (fewer when a batch's
-    logits would pass ``LOGITS_BUDGET`` elements, as with Gemma's 262k vocabulary).
+    """Evaluate ``sae`` on tokens [n_seqs, pos], ``batch_size`` sequences per forward; the losses and KL are
+    computed a chunk of positions at a time (``uncover.core.vocab``), so no batch's logits are ever whole.
 
     skip_positions: the first positions of every sequence are left out of the activation statistics and
     keep their clean activations in the spliced and zero-ablated runs (the loss still counts every
@@ -107,8 +99,6 @@ def evaluate_sae(
     x_sum = x_sq = None
     fired = torch.zeros(cfg.d_sae)
     n_tok = n_pred = 0
-    # three [batch, pos, d_vocab] logit tensors are alive at once: keep each under LOGITS_BUDGET elements
-    batch_size = max(1, min(batch_size, LOGITS_BUDGET // (tokens.shape[1] * model.cfg.d_vocab)))
     for s in range(0, len(tokens), batch_size):
         batch = tokens[s:s + batch_size]
         acts = harvest(model, list(dict.fromkeys([cfg.hook_name, out_name])), batch, skip_positions)
@@ -124,14 +114,14 @@ def evaluate_sae(
         x_sum = target.sum(0) if x_sum is None else x_sum + target.sum(0)
         x_sq = target.pow(2).sum(0) if x_sq is None else x_sq + target.pow(2).sum(0)
         n_tok += len(x)
-        clean = model(batch)
-        spliced = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "sae", skip_positions))
-        zeroed = model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, "zero", skip_positions))
-        sums["ce_clean"] += _next_token_losses(clean, batch).sum().item()
-        sums["ce_sae"] += _next_token_losses(spliced, batch).sum().item()
-        sums["ce_zero"] += _next_token_losses(zeroed, batch).sum().item()
-        logp, logq = clean[:, :-1].float().log_softmax(-1), spliced[:, :-1].float().log_softmax(-1)
-        sums["kl"] += (logp.exp() * (logp - logq)).sum().item()
+        runs = [model(batch, return_normed=True)] + [
+            model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, kind, skip_positions), return_normed=True)
+            for kind in ("sae", "zero")]                                          # [batch, pos, d_model] each
+        next_ids = batch[:, 1:].flatten().to(runs[0].device)
+        for rows, (lp_clean, lp_sae, lp_zero) in log_prob_chunks(model, *(r[:, :-1].flatten(0, 1) for r in runs)):
+            for key, lp in (("ce_clean", lp_clean), ("ce_sae", lp_sae), ("ce_zero", lp_zero)):
+                sums[key] -= lp.gather(-1, next_ids[rows, None]).sum().item()
+            sums["kl"] += (lp_clean.exp() * (lp_clean - lp_sae)).sum().item()
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
     total_var = (x_sq - x_sum.pow(2) / n_tok).sum().item()
     ev = 1 - sums["sq_err"] / max(total_var, 1e-12)

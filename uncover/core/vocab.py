@@ -1,0 +1,34 @@
+"""Vocabulary-sized work in bounded memory: log-probabilities from the unembedding's input, a chunk of
+positions at a time, so no [batch, pos, d_vocab] tensor is ever whole (Gemma 3's 262k vocabulary makes
+one 1 GiB per 1024 positions in float32).
+
+``model(tokens, return_normed=True)`` gives the unembedding's input [batch, pos, d_model]; the functions
+here unembed rows of it ``vocab_rows(model)`` at a time ([rows, d_vocab] float32 of at most ``VOCAB_BUDGET``
+elements each). log_softmax is per row, so the values are those of the full logits.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from uncover.core.model import Model
+
+VOCAB_BUDGET = 2 ** 25  # elements per [rows, d_vocab] chunk (128 MiB in float32)
+
+
+def vocab_rows(model: "Model") -> int:
+    """Rows of d_vocab logits per chunk: at least one, at most ``VOCAB_BUDGET`` elements."""
+    return max(1, VOCAB_BUDGET // model.cfg.d_vocab)
+
+
+def log_prob_chunks(model: "Model", *normed: Tensor) -> Iterator[tuple[slice, list[Tensor]]]:
+    """For the same rows of each normalised residual [n, d_model]: (the rows, float32 log-probabilities
+    [rows, d_vocab] of each), chunk after chunk."""
+    step = vocab_rows(model)
+    for s in range(0, normed[0].shape[0], step):
+        rows = slice(s, s + step)
+        yield rows, [model.unembed(h[rows]).float().log_softmax(-1) for h in normed]
+
