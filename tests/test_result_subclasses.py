@@ -23,6 +23,7 @@ MODULES = [
     "uncover.dynamics.trainer", "uncover.applications.editing.covariance", "uncover.applications.editing.evaluate",
     "uncover.applications.editing.rome", "uncover.applications.wrappers", "uncover.data.tasks", "uncover.applications.alignment.lying",
     "uncover.components.circuits.discovery", "uncover.components.circuits.evaluate",
+    "uncover.components.circuits.scrubbing",
 ]
 G = torch.Generator().manual_seed(0)
 
@@ -74,6 +75,7 @@ def factories(tmp: Path) -> dict[str, callable]:
     from uncover.components import lens, neurons
     from uncover.components.circuits import discovery as cd
     ce = importlib.import_module("uncover.components.circuits.evaluate")  # the package exports the function
+    from uncover.components.circuits import scrubbing
     from uncover.data import tasks
     from uncover.dynamics import double_descent as dd, grokking, induction, memorization, norms
     from uncover.features import evals, superposition as sp, training
@@ -139,6 +141,11 @@ def factories(tmp: Path) -> dict[str, callable]:
                                               "zero", ["embed", "L0.H0", "logits"]),
         "Completeness": lambda: ce.Completeness(["L0.H0", "L0.H1"], [["L0.H0"]], ["random"], [1.0], [1.1], [0.1],
                                                 {"L0.H0": 0.4, "L0.H1": 0.2}, 2.0, 3.0),
+        "ScrubResult": lambda: scrubbing.ScrubResult(3.0, 2.5, -0.5, 6 / 7, [2.4, 2.6], [-0.4, -0.6],
+                                                     "logit difference (nats)", ["embed", "L0.H1", "logits"],
+                                                     [["embed", "L0.H1"], ["L0.H1", "logits"]],
+                                                     {"L0.H1": "token at position 2", "logits": "whole_input"}, 0, 2,
+                                                     [2, 2]),
         "Task": lambda: tasks.Task("ioi", torch.ones(2, 3).long(), torch.zeros(2, 3).long(), torch.tensor([1, 2]),
                                    torch.tensor([[3, -1], [4, 5]]), "prob_diff", torch.ones(2, 3).long(),
                                    ["a b", "c d"], ["e f", "g h"], {"seed": 0}),
