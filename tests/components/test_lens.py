@@ -76,3 +76,27 @@ def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(tiny_model, tmp_
 def test_lens_target_count_error(tiny_model):
     with pytest.raises(UncoverError, match="one per prompt"):
         L.logit_lens(tiny_model("llama"), torch.zeros(2, 3, dtype=torch.long), target=torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_logit_lens_in_vocabulary_chunks_equals_the_whole_unembedding(tiny_model, monkeypatch, keep):
+    """Chunks of 7 rows (uncover.core.vocab) against one unembedding of every layer's residual."""
+    import uncover.core.vocab as V
+
+    model = tiny_model("gemma3")
+    tokens = torch.randint(0, 1000, (2, 6), generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([5, 9])
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 7 * model.cfg.d_vocab)
+    r = L.logit_lens(model, tokens, target=target, k=3, keep_log_probs=keep)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names=L._resid_names(model))
+        lp = model.unembed(model.apply_final_norm(cache.accumulated_resid())).float().log_softmax(-1)
+    top = lp.topk(3, dim=-1)
+    want = lp.gather(-1, target[None, :, None, None].expand(*lp.shape[:3], 1))
+    assert (r.log_probs is None) != keep
+    if keep:
+        torch.testing.assert_close(r.log_probs, lp, rtol=1e-6, atol=1e-6)
+    assert torch.equal(r.top_ids, top.indices)
+    torch.testing.assert_close(r.top_probs, top.values.exp(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(r.target_prob, want.squeeze(-1).exp(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(r.target_rank, (lp > want).sum(-1))

@@ -40,12 +40,13 @@ def _tokens(model: "Model", tokens, attention_mask):
 class LensResult(Result):
     """A lens read at every layer. Layer axis: ``labels`` ("0_pre" .. "final_post").
 
-    log_probs: [n_layers + 1, batch, pos, d_vocab]; top_ids, top_probs: [n_layers + 1, batch, pos, k];
-    target_prob, target_rank: [n_layers + 1, batch, pos] (rank 0 = top token), when a target was given.
+    log_probs: [n_layers + 1, batch, pos, d_vocab] (None when not kept); top_ids, top_probs: [n_layers + 1,
+    batch, pos, k]; target_prob, target_rank: [n_layers + 1, batch, pos] (rank 0 = top token), when a target
+    was given.
     """
 
     labels: list[str]
-    log_probs: Tensor
+    log_probs: Tensor | None
     top_ids: Tensor
     top_probs: Tensor
     target: Tensor | None = None
@@ -54,31 +55,49 @@ class LensResult(Result):
     kind: str = "logit"
 
 
-def _read(log_probs: Tensor, labels: list[str], k: int, target, kind: str) -> LensResult:
-    top = log_probs.topk(k, dim=-1)
-    result = LensResult(labels, log_probs, top.indices, top.values.exp(), kind=kind)
+def _read(model: "Model", normed: Tensor, labels: list[str], k: int, target, kind: str, keep: bool) -> LensResult:
+    """Read normalised residuals [n_layers + 1, batch, pos, d_model] through the unembedding, a chunk of rows
+    at a time (``uncover.core.vocab``); the whole log-probabilities are kept only if ``keep``."""
+    from uncover.core.vocab import log_prob_chunks
+
+    shape = normed.shape[:-1]
+    t = None
     if target is not None:
-        t = torch.as_tensor(target, device=log_probs.device).long().reshape(-1)
-        t = t.expand(log_probs.shape[1]) if t.numel() == 1 else t
-        if t.numel() != log_probs.shape[1]:
-            raise UncoverError(f"target has {t.numel()} ids for a batch of {log_probs.shape[1]} prompts; give one per prompt.")
-        idx = t[None, :, None, None].expand(*log_probs.shape[:3], 1)
-        lp = log_probs.gather(-1, idx)
-        result.target = t.cpu()
-        result.target_prob = lp.squeeze(-1).exp()
-        result.target_rank = (log_probs > lp).sum(-1)
+        t = torch.as_tensor(target, device=normed.device).long().reshape(-1)
+        t = t.expand(shape[1]) if t.numel() == 1 else t
+        if t.numel() != shape[1]:
+            raise UncoverError(f"target has {t.numel()} ids for a batch of {shape[1]} prompts; give one per prompt.")
+    row_target = None if t is None else t[None, :, None].expand(shape).flatten()  # [rows]
+    parts: dict[str, list[Tensor]] = {"lp": [], "ids": [], "probs": [], "tprob": [], "rank": []}
+    for rows, (lp,) in log_prob_chunks(model, normed.flatten(0, 2)):
+        top = lp.topk(k, dim=-1)
+        parts["ids"].append(top.indices)
+        parts["probs"].append(top.values.exp())
+        if keep:
+            parts["lp"].append(lp)
+        if row_target is not None:
+            tlp = lp.gather(-1, row_target[rows, None])
+            parts["tprob"].append(tlp.squeeze(-1).exp())
+            parts["rank"].append((lp > tlp).sum(-1))
+
+    def joined(key: str) -> Tensor:  # chunks of rows -> [n_layers + 1, batch, pos, ...]
+        return torch.cat(parts[key]).view(*shape, *parts[key][0].shape[1:])
+
+    result = LensResult(labels, joined("lp") if keep else None, joined("ids"), joined("probs"), kind=kind)
+    if t is not None:
+        result.target, result.target_prob, result.target_rank = t.cpu(), joined("tprob"), joined("rank")
     return result
 
 
 @torch.no_grad()
 def logit_lens(model: "Model", tokens, target: int | Tensor | None = None, k: int = 5,
-               attention_mask: Tensor | None = None) -> LensResult:
-    """The logit lens at every layer and position (see ``LensResult``); target: a token id or one per prompt."""
+               attention_mask: Tensor | None = None, keep_log_probs: bool = True) -> LensResult:
+    """The logit lens at every layer and position (see ``LensResult``); target: a token id or one per prompt.
+    keep_log_probs=False leaves out the [n_layers + 1, batch, pos, d_vocab] log-probabilities (memory)."""
     tokens, mask = _tokens(model, tokens, attention_mask)
     _, cache = model.run_with_cache(tokens, names=_resid_names(model), attention_mask=mask)
     resid, labels = cache.accumulated_resid(return_labels=True)
-    log_probs = model.unembed(model.apply_final_norm(resid)).float().log_softmax(-1)
-    return _read(log_probs, labels, k, target, "logit")
+    return _read(model, model.apply_final_norm(resid), labels, k, target, "logit", keep_log_probs)
 
 
 class TunedLens(nn.Module, Result):
@@ -159,8 +178,7 @@ def tuned_lens(model: "Model", lens: TunedLens, tokens, target=None, k: int = 5,
     _, cache = model.run_with_cache(tokens, names=_resid_names(model), attention_mask=mask)
     resid, labels = cache.accumulated_resid(return_labels=True)
     translated = torch.stack([lens.translate(resid[l], l) for l in range(model.cfg.n_layers)] + [resid[-1]])
-    log_probs = model.unembed(model.apply_final_norm(translated)).float().log_softmax(-1)
-    return _read(log_probs, labels, k, target, "tuned")
+    return _read(model, model.apply_final_norm(translated), labels, k, target, "tuned", keep=True)
 
 
 @torch.no_grad()

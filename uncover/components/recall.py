@@ -143,7 +143,7 @@ def subject_enrichment(model: "Model", facts: Sequence["Fact"] | None = None, n:
     tokens, mask = model.to_tokens([f.prompt() for f in facts], return_mask=True)
     mask = None if bool(mask.all()) else mask
     answers = torch.tensor([model.to_single_token(f.attribute) for f in facts])
-    lens = logit_lens(model, tokens, target=answers, k=1, attention_mask=mask)
+    lens = logit_lens(model, tokens, target=answers, k=1, attention_mask=mask, keep_log_probs=False)
     pos = tokens.shape[1]
     pads = [0] * len(facts) if mask is None else (pos - mask.sum(-1)).tolist()
     subj_last = torch.tensor([int(p) + subject_positions(model, f)[-1] for p, f in zip(pads, facts)])
