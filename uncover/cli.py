@@ -95,18 +95,31 @@ def report(
     full: bool = typer.Option(False, help="full-size reproductions instead of the quick default run"),
     only: Optional[list[str]] = typer.Option(None, help="only these section keys (repeatable)"),
     no_cache: bool = typer.Option(False, help="recompute every section"),
+    compare: Optional[list[str]] = typer.Option(
+        None, help="another model to compare with MODEL on relative depth (repeatable): writes OUT/compare.html"),
 ) -> None:
     """The main job: a self-contained HTML report of how MODEL works (exit code 1 if a section failed)."""
+    import re
+
     from uncover.report.build import build_report
 
     built = build_report(model, out, full=full, only=only, use_cache=not no_cache)
-    if built.ok:
-        console.print(f"report written to {built.path}")
-        return
-    console.print(f"report written to {built.path}, but {len(built.failed)} section(s) failed:", highlight=False)
-    for key, title, error in built.failed:
-        console.print(f"  [red]failed[/red] {key} ({title}): {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    failed = [(model, *f) for f in built.failed]
+    console.print(f"report written to {built.path}")
+    if compare:
+        from uncover.report.compare import COMPARED, write_compare
+
+        others = []
+        for other in compare:
+            folder = out / "compare" / re.sub(r"[^A-Za-z0-9_.-]+", "_", other).strip("_.")
+            others.append(build_report(other, folder, full=full, only=COMPARED, use_cache=not no_cache))
+            failed += [(other, *f) for f in others[-1].failed]
+        console.print(f"comparison written to {write_compare([built, *others], out / 'compare.html')}")
+    if failed:
+        console.print(f"{len(failed)} section(s) failed:", highlight=False)
+        for name, key, title, error in failed:
+            console.print(f"  [red]failed[/red] {name}: {key} ({title}): {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -233,3 +233,22 @@ def test_double_descent_axes_stay_readable():
     assert drawn[:8] == tuple(train[:8])
     (label,) = fig.layout.annotations
     assert label.x == 2.0 and label.text == "width = n_train"  # log10(100): an annotation's x is log10 on a log axis
+
+
+def test_the_compare_page_renders_without_errors_or_absurd_axes(checked, tmp_path):
+    """`uncover report A --compare B`'s page: the tiny model's section data beside a 12-layer model's."""
+    from tests.core.test_report_compare import built, section_data
+    from tests.report_models import report_lm
+    from uncover.report.build import BuiltReport, model_card
+    from uncover.report.compare import CURVES, write_compare
+
+    sections, _, _ = checked
+    tiny = BuiltReport(tmp_path / "tiny" / "index.html", [], {key: data for key, _, data in sections},
+                       model_card(report_lm()))
+    other = built("twelve-layers", 12, section_data(12, 7, 9, 4, 6, ev=0.7, d_sae=4 * 64), params=3_000_000)
+    page = write_compare([tiny, other], tmp_path / "compare.html")
+    result = B.check_page(page, tmp_path / "compare-screenshots")
+    print(f"\n{result.report()}\nscreenshots: {tmp_path / 'compare-screenshots'}")
+    assert result.errors == [], result.errors
+    assert len(result.figures) == len(CURVES) and all(f.screenshot for f in result.figures)
+    assert [str(p) for p in result.problems] == []

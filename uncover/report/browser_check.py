@@ -358,13 +358,9 @@ def figure_problems(info: dict[str, Any]) -> list[Problem]:
 def standalone_page(body: str, title: str = "figures") -> str:
     """An HTML page around report fragments (``uncover.report.html`` figures, section bodies), with plotly.js
     inlined as the report has it: to check figures without building a whole report."""
-    from plotly.offline import get_plotlyjs
+    from uncover.report.html import document
 
-    from uncover.report.html import escape
-
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<script>{get_plotlyjs()}</script><style>body{{font-family:system-ui,sans-serif;max-width:1100px;"
-            f"margin:2em auto;padding:0 1em}}figure{{margin:1em 0}}</style></head><body>{body}</body></html>")
+    return document(title, title, body)
 
 
 def _slug(text: str) -> str:

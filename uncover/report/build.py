@@ -63,10 +63,13 @@ def _cache_key(model_name: str, section: Section, ctx: ReportContext) -> str:
 
 @dataclass
 class BuiltReport:
-    """The written page and the sections that failed, as (key, title, one-line error)."""
+    """The written page, the sections that failed as (key, title, one-line error), the data of those that
+    did not ({section key: compute() output}) and the model's card (``model_card``: sizes)."""
 
     path: Path
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,7 @@ def build_report(
     sections = load_sections(only)
     parts: list[tuple[Section, str, float, bool]] = []
     failed: list[tuple[str, str, str]] = []
+    computed: dict[str, dict[str, Any]] = {}
     with RichProgress() as progress:  # one bar for the report, one per long step of a section
         bar = progress.bars
         overall = bar.add_task("report", total=len(sections), status="")
@@ -119,6 +123,7 @@ def build_report(
                     data = section.compute(model, ctx)
                     _write_json_atomic(path, data)
                 body = section.render(data)
+                computed[section.key] = data
                 ok = True
             except Exception as e:  # a failing section is reported (page and exit code), not fatal
                 body = "<pre class='error'>" + H.escape(traceback.format_exc()) + "</pre>"
@@ -129,22 +134,29 @@ def build_report(
             bar.console.print(f"{section.title}: {'done' if ok else 'FAILED'} in {seconds:.1f} s")
             bar.advance(overall)
     index = out / "index.html"
-    index.write_text(_page(model, parts, full))
-    return BuiltReport(index, failed)
+    card = model_card(model)
+    index.write_text(_page(card, parts, full))
+    return BuiltReport(index, failed, computed, card)
 
 
-def _page(model, parts, full: bool) -> str:
-    from plotly.offline import get_plotlyjs
-
+def model_card(model) -> dict[str, Any]:
+    """The sizes a report states about a model (JSON-able)."""
     cfg = model.cfg
+    return {"name": model.name, "architecture": f"{model.adapter.name} ({type(model.hf).__name__})",
+            "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "d_model": cfg.d_model,
+            "d_head": cfg.d_head, "d_mlp": cfg.d_mlp, "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx,
+            "parameters": sum(p.numel() for p in model.hf.parameters())}
+
+
+def _page(c: dict[str, Any], parts, full: bool) -> str:
     card = H.table(
         [
-            ["model", model.name],
-            ["architecture", f"{model.adapter.name} ({type(model.hf).__name__})"],
-            ["layers x heads (KV heads)", f"{cfg.n_layers} x {cfg.n_heads} ({cfg.n_kv_heads})"],
-            ["d_model / d_head / d_mlp", f"{cfg.d_model} / {cfg.d_head} / {cfg.d_mlp}"],
-            ["vocabulary / context", f"{cfg.d_vocab} / {cfg.n_ctx}"],
-            ["parameters", f"{sum(p.numel() for p in model.hf.parameters()) / 1e6:.1f} M"],
+            ["model", c["name"]],
+            ["architecture", c["architecture"]],
+            ["layers x heads (KV heads)", f"{c['n_layers']} x {c['n_heads']} ({c['n_kv_heads']})"],
+            ["d_model / d_head / d_mlp", f"{c['d_model']} / {c['d_head']} / {c['d_mlp']}"],
+            ["vocabulary / context", f"{c['d_vocab']} / {c['n_ctx']}"],
+            ["parameters", f"{c['parameters'] / 1e6:.1f} M"],
             ["mode", "full-size reproductions" if full else "quick default run"],
         ]
     )
@@ -154,19 +166,9 @@ def _page(model, parts, full: bool) -> str:
         f'<p class="meta">{"computed or loaded" if ok else "failed"} in {t:.1f} s</p></section>'
         for s, b, t, ok in parts
     )
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>uncover report: {H.escape(model.name)}</title>
-<script>{get_plotlyjs()}</script>
-<style>
-body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
-section{{border-top:2px solid #eee;margin-top:2em}}figure{{margin:1em 0}}figcaption{{color:#555;font-size:.9em}}
-.findings li{{margin:.3em 0}}.summary li{{margin:.3em 0}}.summary a{{font-size:.85em}}.meta{{color:#888;font-size:.8em}}.error{{background:#fee;padding:1em;overflow:auto}}
-.tok{{border-radius:2px;white-space:pre}}.ctx{{font-family:monospace;font-size:.9em}}
-</style></head><body>
-<h1>How {H.escape(model.name)} works</h1>
-<p>An uncover report: each section measures one part of the survey's question on this model.</p>
-{card}{summary}{toc}{body}
-</body></html>"""
+    intro = ("<p>An uncover report: each section measures one part of the survey's question on this model.</p>"
+             + card + summary + toc + body)
+    return H.document(f"uncover report: {c['name']}", f"How {c['name']} works", intro)
 
 
 def _contents(parts) -> tuple[str, str]:

@@ -10,6 +10,25 @@ import re
 from typing import Any, Sequence
 
 
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+section{border-top:2px solid #eee;margin-top:2em}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
+.findings li{margin:.3em 0}.summary li{margin:.3em 0}.summary a{font-size:.85em}.meta{color:#888;font-size:.8em}
+.error{background:#fee;padding:1em;overflow:auto}
+.tok{border-radius:2px;white-space:pre}.ctx{font-family:monospace;font-size:.9em}
+"""
+
+
+def document(title: str, heading: str, body: str) -> str:
+    """A whole page: ``body`` (HTML) under an ``<h1>`` heading, with plotly.js inlined (opens offline)."""
+    from plotly.offline import get_plotlyjs
+
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<script>{get_plotlyjs()}</script><style>{STYLE}</style></head><body>"
+            f"<h1>{escape(heading)}</h1>{body}</body></html>")
+
+
 def escape(text: Any) -> str:
     return _html.escape(str(text))
 
