@@ -38,7 +38,7 @@ def test_claiming_everything_on_the_whole_input_is_the_model(arch):
     assert r.metric_model == pytest.approx(want, abs=1e-5)
     assert max(abs(m - want) for m in r.scrubbed_samples) <= 1e-5
     assert r.recovered == pytest.approx(1.0, abs=1e-4)
-    assert r.runs == [g.n_sources, g.n_sources]  # every node once: the same inputs everywhere
+    assert r.runs == [1, 1]  # every node reads its parents on its own input: one forward
     pairs = {(g.source_names[s], g.receiver_node(q)) for s, q in g.allowed.nonzero().tolist()}
     assert {tuple(e) for e in r.edges} == pairs
 
@@ -71,18 +71,18 @@ def test_one_scrubbed_head_equals_hooks_by_hand():
     feature = token_at(task.clean, 1)
     hyp = Hypothesis(["embed", "L1.H2"], [("embed", "L1.H2"), ("L1.H2", "logits")], {"L1.H2": feature})
     r = scrub(model, task, hyp, n_samples=1, seed=3)
-    # the draws in the documented order: the baseline's, the logits' random input, then L1.H2's (its unclaimed parents'),
-    # then its embedding's input within L1.H2's class (the logits' whole_input class is the prompt itself)
+    # the draws in the documented order: the baseline's, the root run's random input (the logits and L1.H2
+    # on the prompts themselves: the logits' class is the prompt), then L1.H2's embedding's input in its class
     gen = torch.Generator().manual_seed(3)
-    torch.randint(8, (8,), generator=gen)  # the baseline's random inputs
-    r_logits, r_head = torch.randint(8, (8,), generator=gen), torch.randint(8, (8,), generator=gen)
+    torch.randint(8, (8,), generator=gen)
+    r_random = torch.randint(8, (8,), generator=gen)
     x_embed = _Classes([feature(i) for i in range(8)]).draw(torch.arange(8), gen)
     assert all(feature(int(x_embed[i])) == feature(i) for i in range(8))
     assert bool((x_embed != torch.arange(8)).any())  # something was resampled
     with torch.no_grad():
         _, e = model.run_with_cache(task.clean[x_embed], names=["blocks.0.hook_resid_pre"])
-        _, c = model.run_with_cache(task.clean[r_head], names=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"])
-        # L1.H2 reads the embedding of x_embed and layer 0's outputs on r_head
+        _, c = model.run_with_cache(task.clean[r_random], names=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"])
+        # L1.H2 reads the embedding of x_embed and layer 0's outputs on the random input
         head_in = e["blocks.0.hook_resid_pre"] + c["blocks.1.hook_resid_pre"] - c["blocks.0.hook_resid_pre"]
         got: list[torch.Tensor] = []
 
@@ -92,15 +92,15 @@ def test_one_scrubbed_head_equals_hooks_by_hand():
             return t
         hooks = [(f"blocks.1.hook_{k}_input", set_input) for k in "qkv"]
         hooks.append(("blocks.1.attn.hook_result", lambda t, hook: got.append(t[:, :, 2].clone())))
-        model.run_with_hooks(task.clean[r_head], hooks)
-        _, plain = model.run_with_cache(task.clean[r_logits], names=["blocks.1.attn.hook_result"])
+        model.run_with_hooks(task.clean[r_random], hooks)
+        _, plain = model.run_with_cache(task.clean[r_random], names=["blocks.1.attn.hook_result"])
         swap = got[0] - plain["blocks.1.attn.hook_result"][:, :, 2]  # the logits read the scrubbed head instead
         last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-        logits = model.run_with_hooks(task.clean[r_logits], [(last, lambda t, hook: t + swap)])[:, -1]
+        logits = model.run_with_hooks(task.clean[r_random], [(last, lambda t, hook: t + swap)])[:, -1]
     gen = torch.Generator().manual_seed(3)
     torch.randint(8, (8,), generator=gen)  # the baseline's draw comes first
     out, runs = _Scrubber(model, task, hyp, max_runs=10).sample(gen)
-    assert runs == 2 and (out - logits).abs().max() <= 1e-5
+    assert runs == 1 and (out - logits).abs().max() <= 1e-5
     assert r.metric_scrubbed == pytest.approx(float(task.metric(logits[:, None])), abs=1e-5)
 
 
@@ -164,7 +164,8 @@ def test_bad_input():
     with pytest.raises(UncoverError, match="L1.H0 -> L0.H0 is not an edge"):
         scrub(model, task, Hypothesis(["L0.H0", "L1.H0"], [("L1.H0", "L0.H0")]))
     with pytest.raises(UncoverError, match="more than 5 forwards"):
-        scrub(model, task, Hypothesis(Graph.of(model).source_names, features={"logits": token_at(task.clean, 1)}),
+        names = Graph.of(model).source_names
+        scrub(model, task, Hypothesis(names, features={v: token_at(task.clean, 1) for v in names[1:] + ["logits"]}),
               max_runs=5)
     padded = Task("pad", task.clean, task.clean, task.answers, task.wrong, attention_mask=torch.ones(6, 6).long())
     padded.attention_mask[0, 0] = 0
@@ -172,3 +173,24 @@ def test_bad_input():
         scrub(model, padded, Hypothesis([]))
     with pytest.raises(UncoverError, match="last token is the target"):
         scrub(model, task.clean[:, :1], Hypothesis([]))
+
+
+def test_edge_patcher_adds_inputs_to_the_receivers_named():
+    from uncover.components.circuits.patching import EdgePatcher
+
+    model = uc.load(tiny_hf("llama"))
+    task = _task(n=3)
+    patcher = EdgePatcher.build(model, task)
+    g = patcher.graph
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(3, task.clean.shape[1], model.cfg.d_model, generator=gen)
+    keep = torch.ones(g.n_sources, g.n_receivers)
+    with torch.no_grad():
+        got = model.run_with_hooks(task.clean, patcher.hooks(keep, {g.head_receiver(1, 2, "k"): delta}))
+
+        def add(t, hook):
+            t = t.clone()
+            t[:, :, 2] += delta
+            return t
+        want = model.run_with_hooks(task.clean, [("blocks.1.hook_k_input", add)])
+    assert (got - want).abs().max() <= 1e-5 and (got - model(task.clean)).abs().max() > 1e-3

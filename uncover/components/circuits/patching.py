@@ -17,7 +17,7 @@ actual prompts that the heads' values sum to what the layer adds, and refuses mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -198,16 +198,19 @@ class EdgePatcher:
         return self._ablated
 
     # ---- the hooks of one patched run ----------------------------------------------------------
-    def hooks(self, keep: Tensor) -> list[tuple[str, Callable]]:
+    def hooks(self, keep: Tensor, added: Mapping[int, Tensor] | None = None) -> list[tuple[str, Callable]]:
         """Hook functions that patch the edges ``keep`` [n_sources, n_receivers] removes (fresh for each
         forward). Layers before the first receiver with a removed edge run as in the clean run, so the hooks
         start there, from the clean sources (the variant engine then starts the forward at that layer).
-        A ``keep`` that requires grad gives gradients with respect to the mask (run with force_write)."""
+        A ``keep`` that requires grad gives gradients with respect to the mask (run with force_write).
+        added: {receiver: [n, pos, d_model]} added to that receiver's input, e.g. other runs' values of some
+        of its removed edges less their ablation values (causal scrubbing: edges from several input batches)."""
+        added = added or {}
         model, graph, values = self.model, self.graph, self.values
         graph.check_scores(keep, "keep")
         ablate = (1 - keep.to(values.device, values.dtype)) * graph.allowed.to(values.device)
         grad = keep.requires_grad
-        start = 0 if grad else self.first_layer(ablate)
+        start = 0 if grad else min([self.first_layer(ablate)] + [r // graph._recv_stride for r in added])
         k0 = graph.sources_before(start) if start else 0
         S, b, p, d = values.shape
         # diff[s] = ablated_s - current_s, filled in as the sources run (out of place when differentiating)
@@ -234,8 +237,9 @@ class EdgePatcher:
         def receive(k: int, cols: slice | int) -> Callable:
             w = ablate[:k, cols]  # [k, heads] or [k]: the weight of each source's difference
             w2 = w if w.dim() == 2 else w[:, None]
+            extra = _added(added, cols, (b, p, d))  # [b, p, d], [b, p, heads, d] or None
             if not grad and not bool((w != 0).any()):
-                return lambda t, hook: None
+                return (lambda t, hook: None) if extra is None else (lambda t, hook: t + extra.to(t.dtype))
             # Every receiver of a group reads all k earlier sources, so sum_s w diff_s = sum_s diff_s -
             # sum_s kept diff_s: a small circuit (few kept rows) costs one sum, not a product with every row.
             kept = 1 - w2
@@ -251,9 +255,8 @@ class EdgePatcher:
                     out = prefix[k][None] - torch.sparse.mm(sparse, src)
                 else:
                     out = torch.sparse.mm(sparse, src)
-                if isinstance(cols, int):
-                    return t + out.view(b, p, d).to(t.dtype)
-                return t + out.view(-1, b, p, d).permute(1, 2, 0, 3).to(t.dtype)
+                out = out.view(b, p, d) if isinstance(cols, int) else out.view(-1, b, p, d).permute(1, 2, 0, 3)
+                return t + (out if extra is None else out + extra).to(t.dtype)
             return fn
 
         H, fns = graph.n_heads, [] if start else [(EMBED, record("embed"))]
@@ -316,6 +319,18 @@ class EdgePatcher:
         p = torch.log_softmax(self.clean_logits.float(), -1)
         q = torch.log_softmax(logits.float(), -1)
         return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def _added(added: Mapping[int, Tensor], cols: slice | int, shape: tuple[int, int, int]) -> Tensor | None:
+    """The inputs ``added`` gives the receivers ``cols`` (one receiver: [b, p, d]; a slice of heads:
+    [b, p, heads, d], zeros for heads it leaves out), or None where it gives them nothing."""
+    if isinstance(cols, int):
+        return added.get(cols)
+    rows = range(cols.start, cols.stop)
+    if not any(r in added for r in rows):
+        return None
+    some = next(added[r] for r in rows if r in added)
+    return torch.stack([added[r] if r in added else some.new_zeros(shape) for r in rows], dim=2)
 
 
 def _available_bytes() -> int:

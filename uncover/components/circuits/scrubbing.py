@@ -6,19 +6,26 @@ A :class:`Hypothesis` claims some nodes of the edge graph (``embed``, ``L{l}.H{h
 into a head feeds its query, key and value inputs), and for each claimed node a *feature* of the input
 (input index -> hashable class) on which that node's inputs must agree.
 
-The scrubbed run is Chan et al.'s treeified evaluation, to full depth. The logits are evaluated on each
-input x. A claimed node v evaluated on input x_v receives, from each claimed parent p, p's scrubbed
-value on its own input drawn uniformly from x_v's class under v's feature (an independent draw per
-parent, so every path from a claimed node to the logits has its own chain of inputs), recursively; and
-from every parent the hypothesis does not claim, that parent's plain value on one input drawn uniformly
-from the whole dataset (shared by the tree node's unclaimed parents, so claiming nothing is exactly the
-model run on a random input: resample ablation). One forward per tree node (per sample, the number of
-paths; a node reached twice with the same inputs is computed once), each an :class:`EdgePatcher` run
-whose ablation values are the sources of those different inputs. Draws come from one
-``torch.Generator`` seeded with ``seed``: first the fully resampled model's random inputs (one set per
-sample, so hypotheses scrubbed with one seed share the baseline), then each tree depth first: a tree
-node's random input, then for each claimed parent in model order its class draw (none under
-``whole_input``) and that parent's subtree; ``n_samples`` whole trees are drawn and their metrics averaged.
+The scrubbed run is Chan et al.'s treeified evaluation, recursive to full depth. The logits are
+evaluated on each input x. A claimed node v evaluated on inputs x_v reads its claimed parents on one
+input drawn uniformly from x_v's class under v's feature (under ``whole_input``: x_v itself), where
+those parents are in turn evaluated by the same rule, so every chain of resampling nodes from the
+logits down has its own inputs; and it reads every parent the hypothesis does not claim on a random
+input (resample ablation: claiming nothing is exactly the model run on random inputs).
+
+Level of treeification: the tree's node is the model node's *input* (one interpretation node per model
+node): the claimed parents of one node share its one resampled input, rather than each parent drawing
+its own (Chan et al.'s finest tree, whose cost grows with the number of paths). Nodes evaluated on the
+same inputs run in one forward and share its random input, so "the model as it is, except that a few
+nodes' inputs need only agree on a feature" costs one forward plus one per such node and sample.
+Each forward is an :class:`EdgePatcher` run: the random input's sources are the ablation values, and the
+resampled parents' values from other forwards are added to their receivers (``EdgePatcher.hooks(added=)``).
+
+Draws come from one ``torch.Generator`` seeded with ``seed``: first the fully resampled model's random
+inputs (one set per sample, so hypotheses scrubbed with one seed share the baseline), then each tree depth
+first: a forward's random input, then for each node it evaluates, in model order, whose feature is not
+``whole_input`` and that has claimed parents: its class draw and the forward of its parents on it.
+``n_samples`` trees are drawn and their metrics averaged.
 
 Recovered fraction: (scrubbed - random) / (model - random), where random is the model run on inputs
 drawn uniformly (the fully resampled model): 1 when the hypothesis explains all the metric it claims to.
@@ -50,11 +57,13 @@ def whole_input(i: int) -> int:
     return i
 
 
-def token_at(tokens: Tensor, position: int) -> Feature:
-    """The feature "the token at ``position``" of ``tokens`` [n, pos]."""
-    def feature(i: int) -> int:
-        return int(tokens[i, position])
-    feature.__name__ = f"token at position {position}"
+def token_at(tokens: Tensor, *positions: int) -> Feature:
+    """The feature "the token at ``position``" of ``tokens`` [n, pos] (several positions: the tuple of them)."""
+    def feature(i: int) -> int | tuple[int, ...]:
+        got = tuple(int(tokens[i, p]) for p in positions)
+        return got[0] if len(got) == 1 else got
+    feature.__name__ = f"token at position {positions[0]}" if len(positions) == 1 else \
+        f"tokens at positions {', '.join(map(str, positions))}"
     return feature
 
 
@@ -129,47 +138,79 @@ class _Scrubber:
     def sample(self, gen: torch.Generator) -> tuple[Tensor, int]:
         """Last-position logits [n, d_vocab] of one scrubbed draw, and the forwards it took."""
         self.gen, self.memo = gen, {}
-        return self.value(self.logit_node, torch.arange(len(self.task))), len(self.memo)
+        root = self.logit_node
+        return self.evaluate((root,), torch.arange(len(self.task)))[root], len(self.memo)
 
-    def value(self, v: int, idx: Tensor) -> Tensor:
-        """Node v's scrubbed output on inputs ``idx`` [n]: [n, p, d] ([n, d_vocab] logits for the logits)."""
-        if v == 0:  # the embedding reads nothing
-            return self.sources[0, idx]
-        key = (v, tuple(idx.tolist()))
-        if key in self.memo:
-            return self.memo[key]
-        if len(self.memo) >= self.max_runs:
-            raise UncoverError(f"the scrubbed tree of this hypothesis needs more than {self.max_runs} forwards per "
-                               "sample (one per path from a claimed node to the logits); claim fewer edges or raise "
-                               "max_runs")
-        values = self.sources[:, torch.randint(len(self.task), (len(idx),), generator=self.gen)]
-        classes = self.classes[v]
-        for s in self.claimed[:, v].nonzero().flatten().tolist():
-            values[s] = self.value(s, idx if classes is None else classes.draw(idx, self.gen))
-        self.memo[key] = out = self.run_node(v, idx, values)
+    def evaluate(self, targets: tuple[int, ...], idx: Tensor) -> dict[int, Tensor]:
+        """The scrubbed outputs of nodes ``targets`` on inputs ``idx`` [n]: {node: [n, p, d]} ({logits:
+        [n, d_vocab]}), from one forward (none for the embedding alone)."""
+        out = {0: self.sources[0, idx]} if 0 in targets else {}
+        rest = tuple(v for v in targets if v != 0)
+        if rest:
+            key = (rest, tuple(idx.tolist()))
+            if key not in self.memo:
+                if len(self.memo) >= self.max_runs:
+                    raise UncoverError(f"the scrubbed tree of this hypothesis needs more than {self.max_runs} "
+                                       "forwards per sample (one per input a resampling node is evaluated on); claim "
+                                       "fewer nodes with features, use coarser features or raise max_runs")
+                self.memo[key] = self.run(rest, idx)
+            out.update(self.memo[key])
         return out
 
+    def needed(self, targets: tuple[int, ...]) -> list[int]:
+        """``targets`` and the claimed nodes they read on their own inputs (through whole_input nodes)."""
+        out, todo = set(targets), list(targets)
+        while todo:
+            v = todo.pop()
+            if v and self.classes[v] is None:
+                new = set(self.claimed[:, v].nonzero().flatten().tolist()) - out
+                out |= new
+                todo += list(new)
+        return sorted(out - {0})
+
     @torch.no_grad()
-    def run_node(self, v: int, idx: Tensor, values: Tensor) -> Tensor:
-        """Node v's output on inputs ``idx`` with its inputs built from source values [S, n, p, d]."""
+    def run(self, targets: tuple[int, ...], idx: Tensor) -> dict[int, Tensor]:
+        """One forward on inputs ``idx``: each claimed node the targets need reads its claimed parents from this
+        run (whole_input) or from one forward on inputs drawn within its class (added to its receivers), and
+        every other parent from this forward's random input."""
         g, model = self.graph, self.model
+        values = self.sources[:, torch.randint(len(self.task), (len(idx),), generator=self.gen)]
+        keep = torch.ones(g.n_sources, g.n_receivers)
+        added: dict[int, Tensor] = {}
+        for v in self.needed(targets):
+            recv, parents = self.receivers[v], tuple(self.claimed[:, v].nonzero().flatten().tolist())
+            keep[:, recv] = 0
+            if parents and self.classes[v] is None:
+                keep[torch.tensor(parents)[:, None], recv[None, :]] = 1
+            elif parents:
+                got = self.evaluate(parents, self.classes[v].draw(idx, self.gen))
+                for s in parents:
+                    moved = got[s] - values[s]
+                    for r in recv[g.allowed[s, recv]].tolist():
+                        added[r] = added[r] + moved if r in added else moved
         patcher = EdgePatcher(model, self.task.subset(idx.tolist()), g, "resample", values, self.sources[:, idx],
                               self.logits[idx])
-        keep = torch.ones(g.n_sources, g.n_receivers)
-        keep[:, self.receivers[v]] = 0
-        if v == self.logit_node:
-            return patcher.run([keep])[0]
-        name = g.source_names[v]
-        layer = int(name[1:].split(".")[0])
-        got: list[Tensor] = []
-        if name.endswith("MLP"):
-            record = (f"blocks.{layer}.hook_mlp_out", lambda t, hook: got.append(t))
+        got: dict[int, Tensor] = {}
+        hooks = patcher.hooks(keep, added)
+        for v in targets:
+            if v != self.logit_node:
+                hooks.append(self.recorder(v, got))
+        if self.logit_node in targets:
+            got[self.logit_node] = model.run_with_hooks(patcher.task.clean, hooks, logits_to_keep=1)[:, -1]
         else:
-            head = int(name.split(".H")[1])
-            record = (f"blocks.{layer}.attn.hook_result",
-                      lambda t, hook: got.append(head_contributions(model, layer, t)[:, :, head]))
-        model.run_with_hooks(patcher.task.clean, patcher.hooks(keep) + [record], stop_at_layer=layer + 1)
-        return got[0]
+            last = max(int(g.source_names[v][1:].split(".")[0]) for v in targets)
+            model.run_with_hooks(patcher.task.clean, hooks, stop_at_layer=last + 1)
+        return got
+
+    def recorder(self, v: int, got: dict[int, Tensor]) -> tuple[str, Callable]:
+        """A hook that stores node v's output (a head's contribution, or the MLP's) in ``got[v]``."""
+        name, model = self.graph.source_names[v], self.model
+        layer = int(name[1:].split(".")[0])
+        if name.endswith("MLP"):
+            return f"blocks.{layer}.hook_mlp_out", lambda t, hook: got.__setitem__(v, t)
+        head = int(name.split(".H")[1])
+        return (f"blocks.{layer}.attn.hook_result",
+                lambda t, hook: got.__setitem__(v, head_contributions(model, layer, t)[:, :, head]))
 
 
 def _parse(g: Graph, hyp: Hypothesis, n: int) -> tuple[list[int], Tensor, dict[int, _Classes | None]]:
