@@ -14,7 +14,8 @@ from tests.report_numbers import thresholds, unmatched_numbers
 from uncover.report.section import ReportContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = {"tasks": ["ioi"], "n": 3, "methods": ["eap", "eap-ig"], "rankings": ["abs", "signed"], "steps": 2, "points": 5}
+TINY = {"tasks": ["ioi"], "n": 3, "methods": ["eap", "eap-ig"], "rankings": ["abs", "signed"], "steps": 2, "points": 5,
+        "scrub": {"n": 12, "half_len": 4, "samples": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def test_rendered_numbers_are_the_computed_ones(data):
                min(R.MAX_DRAWN, c["edges"]), 100 * R.SPARSE.value]
     for m in d["methods"].values():
         derived += [100 * e / d["n_edges"] for e in m["edges"]]
-    assert unmatched_numbers(page, data, derived, thresholds(R) + [1, 0]) == []
+    assert "error" not in data["scrubbing"], data["scrubbing"]
+    assert unmatched_numbers(page, data, derived, thresholds(R) + [1, 0, 2022]) == []
     # the first and last circuits of each curve: 10 edges and all of them (the full model: faithfulness 1)
     for m in d["methods"].values():
         assert m["requested"][-1] == d["n_edges"] and m["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
@@ -76,3 +78,27 @@ def test_wording_follows_the_data(data):
     first = data["tasks"]["ioi"]["methods"]["eap (abs)"]["edges"][0]
     assert any("a sparse circuit" in l for l in share(first * 100))
     assert any("not a sparse circuit" in l for l in share(first * 2))
+
+
+def test_scrubbing_wording_follows_the_data(data):
+    def lines(hyp, ctrl):
+        d = copy.deepcopy(data)
+        d["scrubbing"]["hypotheses"]["hypothesis"]["recovered"] = hyp
+        d["scrubbing"]["hypotheses"]["control"]["recovered"] = ctrl
+        return [l for l in findings(R.SECTION.render(d)) if "scrubbing" in l or l.startswith("Control")]
+    first, control = lines(0.95, 0.5)
+    assert "0.950 recovered, the hypothesis explains what the head contributes (fraction of the logit difference " \
+           "recovered ≥ 0.9)" in first
+    assert "0.500 (it does not explain the head" in control and "the token after the earlier copy matters" in control
+    first, control = lines(0.6, 0.58)
+    assert "leaves part of what the head contributes unexplained" in first and "makes no clear difference" in control
+    assert "the control explains more" in lines(0.6, 0.9)[1]
+
+
+def test_the_scrubbing_result_is_computed_on_the_stated_features(data):
+    d = data["scrubbing"]
+    assert d["hypotheses"]["hypothesis"]["feature"] == "tokens at positions {}, {}".format(*d["positions"])
+    assert d["hypotheses"]["control"]["feature"] == f"token at position {d['positions'][0]}"
+    h = d["hypotheses"]["hypothesis"]
+    assert h["recovered"] == pytest.approx((h["metric_scrubbed"] - d["metric_random"])
+                                           / (d["metric_model"] - d["metric_random"]))
