@@ -16,7 +16,7 @@ input (resample ablation: claiming nothing is exactly the model run on random in
 Level of treeification: the tree's node is the model node's *input* (one interpretation node per model
 node): the claimed parents of one node share its one resampled input, rather than each parent drawing
 its own (Chan et al.'s finest tree, whose cost grows with the number of paths). Nodes evaluated on the
-same inputs run in one forward and share its random input, so "the model as it is, except that a few
+same inputs run in one forward and share its random input (for their unclaimed parents), so "the model as it is, except that a few
 nodes' inputs need only agree on a feature" costs one forward plus one per such node and sample.
 Each forward is an :class:`EdgePatcher` run: the random input's sources are the ablation values, and the
 resampled parents' values from other forwards are added to their receivers (``EdgePatcher.hooks(added=)``).
@@ -62,8 +62,8 @@ def token_at(tokens: Tensor, *positions: int) -> Feature:
     def feature(i: int) -> int | tuple[int, ...]:
         got = tuple(int(tokens[i, p]) for p in positions)
         return got[0] if len(got) == 1 else got
-    feature.__name__ = f"token at position {positions[0]}" if len(positions) == 1 else \
-        f"tokens at positions {', '.join(map(str, positions))}"
+    where = ", ".join(map(str, positions))
+    feature.__name__ = f"token at position {where}" if len(positions) == 1 else f"tokens at positions {where}"
     return feature
 
 
@@ -71,7 +71,8 @@ def token_at(tokens: Tensor, *positions: int) -> Feature:
 class Hypothesis:
     """nodes: the claimed model nodes; edges: claimed (parent, child) node pairs, child a claimed node or
     ``logits`` (None: every graph edge between claimed nodes and into the logits); features: node ->
-    feature its inputs must agree on (nodes left out, ``logits`` included, get ``whole_input``)."""
+    feature its inputs must agree on (nodes left out, ``logits`` included, get ``whole_input``; the
+    embedding reads nothing, so a feature for it has no effect)."""
 
     nodes: Sequence[str]
     edges: Sequence[tuple[str, str]] | None = None
@@ -82,7 +83,7 @@ class Hypothesis:
 class ScrubResult(Result):
     """A hypothesis scrubbed on a dataset: the metric of the model, of the scrubbed model and of the fully
     resampled model (means over ``n_samples`` draws; per draw in ``*_samples``), ``recovered`` = (scrubbed
-    - random) / (model - random); ``runs``: forwards per draw (tree nodes); the hypothesis in words."""
+    - random) / (model - random); ``runs``: the forwards each draw ran; the hypothesis in words."""
 
     metric_model: float
     metric_scrubbed: float
