@@ -44,9 +44,12 @@ def _mask_grads(model, tokens, unit):
 
 
 @pytest.mark.parametrize("unit", ["heads", "neurons"])
-def test_gradient_and_attribution_match_explicit_mask_gradients(tiny_model, unit):
+def test_gradient_and_attribution_match_explicit_mask_gradients(tiny_model, unit, monkeypatch):
+    import uncover.core.vocab as V
+
     model = tiny_model("llama")
     tokens = _tokens()
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 7 * model.cfg.d_vocab)  # the loss in chunks of 7 positions
     g = _mask_grads(model, tokens, unit)
     michel = g.abs().mean(0)
     michel = michel / michel.norm(dim=1, keepdim=True)
@@ -54,6 +57,19 @@ def test_gradient_and_attribution_match_explicit_mask_gradients(tiny_model, unit
     assert torch.allclose(got, michel, atol=1e-5, rtol=1e-4)
     attribution = importance(model, tokens, "attribution", unit, batch_size=3).scores
     assert torch.allclose(attribution, -g.mean(0), atol=1e-6, rtol=1e-4)
+
+
+def test_perplexity_in_vocabulary_chunks_equals_that_of_full_logits(tiny_model, monkeypatch):
+    import uncover.core.vocab as V
+
+    model = tiny_model("gemma3")
+    tokens = _tokens(5, 9)
+    plan = PruningPlan.empty(model).extended("heads", {0: [1]})
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 7 * model.cfg.d_vocab)
+    for hooks in ([], plan.hooks()):
+        with torch.no_grad(), model.hooks(hooks):
+            want = float(metrics.loss(model(tokens), tokens).double().exp())
+        assert perplexity(model, tokens, hooks, batch_size=2) == pytest.approx(want, rel=1e-6)
 
 
 def test_attribution_estimates_the_loss_change_of_removing_a_head(tiny_model):

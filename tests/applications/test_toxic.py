@@ -93,3 +93,19 @@ def test_whole_experiment_on_a_tiny_model(align_lm, caplog):
         result = toxic.unwanted_directions(align_lm, "negative", held, n_vectors=(4,), n_aligned=(4,), alphas=(0.1,))
     assert [r["kind"] for r in result.rows] == ["none", "scale", "scale_aligned", "subtract"]
     assert 0.0 <= result.probe.test_accuracy <= 1.0
+
+
+def test_value_scores_in_vocabulary_slices_equal_the_whole_covariance(align_lm, monkeypatch):
+    """The unembedding's covariance summed over slices of 7 tokens against one centred [d_model, d_vocab]."""
+    import uncover.core.vocab as V
+
+    _, ids, _ = wordlists.single_token_words(align_lm, wordlists.word_list("negative"))
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 7 * align_lm.cfg.d_model)
+    got = toxic.value_scores(align_lm, ids)
+    U = align_lm.W_U.detach().float()
+    centred = U - U.mean(1, keepdim=True)
+    C = centred @ centred.T / U.shape[1]
+    target = U[:, ids].mean(1) - U.mean(1)
+    for l in range(align_lm.cfg.n_layers):
+        W = align_lm.W_out(l).detach().float()
+        torch.testing.assert_close(got[l], (W @ target) / ((W @ C) * W).sum(1).sqrt(), rtol=1e-5, atol=1e-6)

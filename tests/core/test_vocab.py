@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import uncover.core.vocab as V
+from uncover.components.metrics import loss
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
@@ -37,3 +38,20 @@ def test_log_prob_chunks_cover_every_row_once(model, tokens, monkeypatch):
     torch.testing.assert_close(torch.cat([c[1][1] for c in chunks]), model.unembed(2 * normed).float().log_softmax(-1),
                                rtol=1e-6, atol=1e-6)
 
+
+def test_next_token_nll_equals_the_loss_of_full_logits(model, tokens, monkeypatch):
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 5 * model.cfg.d_vocab)  # 30 predictions in chunks of 5
+    with torch.no_grad():
+        got = V.next_token_nll(model, model(tokens, return_normed=True), tokens)
+        want = loss(model(tokens), tokens, per_token=True)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_next_token_nll_gradients_equal_those_of_full_logits(model, tokens, monkeypatch):
+    """Gradients at a hook through the checkpointed chunks against autograd through whole logits."""
+    monkeypatch.setattr(V, "VOCAB_BUDGET", 5 * model.cfg.d_vocab)
+    name = "blocks.1.hook_resid_post"
+    _, _, chunked = model.grad_cache(tokens, lambda n: V.next_token_nll(model, n, tokens).mean(-1).sum(), [name],
+                                     return_normed=True)
+    _, _, full = model.grad_cache(tokens, lambda logits: loss(logits, tokens, per_token=True).mean(-1).sum(), [name])
+    torch.testing.assert_close(chunked[name], full[name], rtol=1e-5, atol=1e-7)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
@@ -24,6 +25,13 @@ def vocab_rows(model: "Model") -> int:
     return max(1, VOCAB_BUDGET // model.cfg.d_vocab)
 
 
+def vocab_slices(model: "Model", width: int) -> Iterator[slice]:
+    """Slices of the vocabulary whose [width, slice] blocks hold at most ``VOCAB_BUDGET`` elements."""
+    step = max(1, VOCAB_BUDGET // width)
+    for s in range(0, model.cfg.d_vocab, step):
+        yield slice(s, s + step)
+
+
 def log_prob_chunks(model: "Model", *normed: Tensor) -> Iterator[tuple[slice, list[Tensor]]]:
     """For the same rows of each normalised residual [n, d_model]: (the rows, float32 log-probabilities
     [rows, d_vocab] of each), chunk after chunk."""
@@ -32,3 +40,22 @@ def log_prob_chunks(model: "Model", *normed: Tensor) -> Iterator[tuple[slice, li
         rows = slice(s, s + step)
         yield rows, [model.unembed(h[rows]).float().log_softmax(-1) for h in normed]
 
+
+def _nll(model: "Model", h: Tensor, target: Tensor) -> Tensor:
+    """-log p(target) [rows] from normalised residuals h [rows, d_model] and target ids [rows]."""
+    return -model.unembed(h).float().log_softmax(-1).gather(-1, target[:, None]).squeeze(-1)
+
+
+def next_token_nll(model: "Model", normed: Tensor, tokens: Tensor) -> Tensor:
+    """Next-token cross-entropy [batch, pos - 1] in nats from the unembedding's input normed [batch, pos,
+    d_model] and tokens [batch, pos] (= ``uncover.components.metrics.loss(logits, tokens, per_token=True)``).
+
+    Differentiable: with gradients on, each chunk is recomputed in the backward pass (activation
+    checkpointing), so the graph keeps no [rows, d_vocab] tensor either.
+    """
+    h = normed[:, :-1].flatten(0, 1)
+    target = tokens[:, 1:].flatten().to(h.device)
+    step, grad = vocab_rows(model), torch.is_grad_enabled() and h.requires_grad
+    nll = [checkpoint(_nll, model, h[s:s + step], target[s:s + step], use_reentrant=False) if grad
+           else _nll(model, h[s:s + step], target[s:s + step]) for s in range(0, len(h), step)]
+    return torch.cat(nll).view(tokens.shape[0], -1)

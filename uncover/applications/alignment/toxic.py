@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from uncover.core.results import Result
+from uncover.core.vocab import vocab_slices
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -35,8 +36,11 @@ def value_scores(model: "Model", word_ids: Sequence[int]) -> torch.Tensor:
     U = model.W_U.detach().float()  # [d_model, d_vocab]
     mean_all = U.mean(1)
     target = U[:, torch.as_tensor(list(word_ids))].mean(1) - mean_all
-    centred = U - mean_all[:, None]
-    C = centred @ centred.T / U.shape[1]  # [d_model, d_model]
+    C = torch.zeros(U.shape[0], U.shape[0], device=U.device)  # [d_model, d_model], a vocabulary slice at a time
+    for cols in vocab_slices(model, U.shape[0]):
+        centred = U[:, cols] - mean_all[:, None]
+        C += centred @ centred.T
+    C /= U.shape[1]
     rows = []
     for l in range(model.cfg.n_layers):
         W = model.W_out(l).detach().float()  # [d_mlp, d_model]

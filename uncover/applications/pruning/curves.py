@@ -17,8 +17,8 @@ import torch
 
 from uncover.applications.pruning.importance import METHODS, importance
 from uncover.applications.pruning.plan import PruningPlan, check_share, n_units, select
-from uncover.components import metrics
 from uncover.core.results import Progress, Result, no_progress
+from uncover.core.vocab import next_token_nll
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def perplexity(model: "Model", tokens: torch.Tensor, hooks: Sequence = (), batch
     total, count = 0.0, 0
     with model.hooks(list(hooks)):
         for chunk in torch.split(tokens, batch_size):
-            nll = metrics.loss(model(chunk), chunk, per_token=True)
+            nll = next_token_nll(model, model(chunk, return_normed=True), chunk)  # no whole logits
             total += float(nll.double().sum())
             count += nll.numel()
     return float(torch.tensor(total / count).exp())

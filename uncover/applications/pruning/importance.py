@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from uncover.applications.pruning.plan import PruningPlan, n_units
-from uncover.components import metrics
 from uncover.core.results import Progress, Result, no_progress
+from uncover.core.vocab import next_token_nll
 from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
@@ -70,10 +70,11 @@ def _gradient_terms(model: "Model", tokens: torch.Tensor, unit: str, plan: Pruni
     signed = torch.zeros(n_layers, width)
     chunks = list(torch.split(tokens, batch_size))
     for chunk in progress(chunks, f"{unit} gradients"):
-        def total_loss(logits: torch.Tensor) -> torch.Tensor:  # sum of per-window mean losses
-            return metrics.loss(logits, chunk, per_token=True).mean(-1).sum()
+        def total_loss(normed: torch.Tensor) -> torch.Tensor:  # sum of per-window mean losses
+            return next_token_nll(model, normed, chunk).mean(-1).sum()
 
-        _, acts, grads = model.grad_cache(chunk, total_loss, names, fwd_hooks=hooks)
+        # from the unembedding's input, a chunk of positions at a time: no whole logits nor their gradient
+        _, acts, grads = model.grad_cache(chunk, total_loss, names, fwd_hooks=hooks, return_normed=True)
         for l, name in enumerate(names):
             dot = (_unit_acts(unit, acts[name]).float() * _unit_acts(unit, grads[name]).float()).sum(dim=(1, 3))
             abs_sum[l] += dot.abs().sum(0).cpu()
