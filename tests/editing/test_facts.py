@@ -42,3 +42,19 @@ def test_known_facts_keeps_single_token_greedy_attributes(tiny_lm):
     unknowable = [Fact("France", "capital", " no such word")]  # several tokens: never kept
     assert known_facts(tiny_lm, made_up + unknowable) == made_up
     assert known_facts(tiny_lm, made_up, min_prob=1.0) == []
+
+
+def test_predict_next_equals_the_last_position_of_full_logits(tiny_lm):
+    """Only the last position is unembedded (logits_to_keep=1): the same probabilities as whole logits."""
+    import torch
+
+    from uncover.data.facts import predict_next
+
+    prompts = [f.prompt() for f in FACTS[:5]]
+    got = predict_next(tiny_lm, prompts, batch_size=2)
+    want = []
+    for start in range(0, 5, 2):
+        tokens, mask = tiny_lm.to_tokens(prompts[start:start + 2], return_mask=True)
+        with torch.no_grad():
+            want.append(tiny_lm(tokens, attention_mask=mask)[:, -1].float().softmax(-1))
+    torch.testing.assert_close(got, torch.cat(want), rtol=1e-5, atol=1e-7)

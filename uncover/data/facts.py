@@ -436,7 +436,7 @@ def predict_next(model: "Model", prompts: Sequence[str], batch_size: int = 64) -
     out = []
     for start in range(0, len(prompts), batch_size):
         tokens, mask = model.to_tokens(list(prompts[start:start + batch_size]), return_mask=True)
-        logits = model(tokens.to(model.device), attention_mask=mask.to(model.device))
+        logits = model(tokens.to(model.device), attention_mask=mask.to(model.device), logits_to_keep=1)
         out.append(logits[:, -1].float().softmax(-1).cpu())
     return torch.cat(out) if out else torch.zeros(0, model.cfg.d_vocab)
 
