@@ -4,7 +4,9 @@ one 1 GiB per 1024 positions in float32).
 
 ``model(tokens, return_normed=True)`` gives the unembedding's input [batch, pos, d_model]; the functions
 here unembed rows of it ``vocab_rows(model)`` at a time ([rows, d_vocab] float32 of at most ``VOCAB_BUDGET``
-elements each). log_softmax is per row, so the values are those of the full logits.
+elements each). log_softmax is per row, so the values are those of the full logits (up to the last bit:
+a matmul of fewer rows may round differently). ``vocab_slices`` cuts the vocabulary itself, for products
+over it such as the unembedding's covariance.
 """
 from __future__ import annotations
 
