@@ -1,6 +1,8 @@
 """ROME, MEMIT, covariance and tracing on a tiny random model, against closed forms and naive loops."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -208,3 +210,22 @@ def test_rome_on_other_architectures_hits_v_star_and_restores(arch):
     assert edit.info["nll"][-1] < edit.info["nll"][0]
     edit.restore(model)
     assert torch.equal(model.W_out(1), W0)
+
+
+@pytest.mark.parametrize("arch,normed", [("gemma3", True), ("llama", False), ("gpt2", False)])
+def test_the_default_clamp_is_tighter_where_a_norm_follows_the_mlp(arch, normed):
+    import uncover as uc
+    from tests.conftest import tiny_hf
+    from tests.editing.conftest import word_tokenizer
+    R = importlib.import_module("uncover.applications.editing.rome")  # the package's `rome` is the function
+
+    model = uc.load(tiny_hf(arch), tokenizer=word_tokenizer())
+    block = model.adapter.layers(model.hf)[1]
+    assert hasattr(block, "post_feedforward_layernorm") == normed  # the module that removes the output's scale
+    assert R.default_clamp(model, 1) == (R.NORMED_CLAMP if normed else R.CLAMP)
+    cfg = RomeConfig(layer=1, n_prefixes=1, prefix_len=4, steps=30, lr=2.0, weight_decay=0.0)
+    edit = rome(model, EditRequest("France", "The city of Paris is the capital of {}", " Rome"), cfg,
+                covariance=torch.eye(model.cfg.d_mlp), apply=False)
+    assert cfg.clamp is None and edit.info["config"]["clamp"] == R.default_clamp(model, 1)  # the caller's cfg kept
+    # the optimised delta respects the bound (the clamp is applied after every step)
+    assert edit.info["delta_norm"] <= R.default_clamp(model, 1) * edit.info["value_norm"] * (1 + 1e-5)

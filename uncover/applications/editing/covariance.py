@@ -1,7 +1,11 @@
 """Second moment of MLP keys, C = E[k k^T], from a text corpus; computed once per model and layer.
 
 The key k is the input of the MLP's output projection (``blocks.{l}.mlp.hook_post``, [d_mlp]).
-ROME and MEMIT use C to spread an edit over key directions the model rarely uses. Results are cached
+ROME and MEMIT use C to spread an edit over key directions the model rarely uses. C comes from natural
+English text by default (``SOURCE``: Shakespeare's works, offline; Meng et al. used Wikipedia), since the
+edited prompts are English: on gemma3-270m, keys from CPython's documentation (the corpus default) leave
+u = C^-1 k* overlapping other subjects' keys about 4x more (90th percentile of |u.k / u.k*| at layer 3:
+0.67 vs 0.16) and ROME's neighbourhood score at 23% instead of 70%. Results are cached
 under ``$UNCOVER_CACHE/editing/<model>/`` with the number of tokens used; a cached estimate from at
 least as many tokens is reused.
 """
@@ -22,6 +26,9 @@ from uncover.errors import UncoverError
 
 if TYPE_CHECKING:
     from uncover.core.model import Model
+
+
+SOURCE = "shakespeare"  # the corpus C is estimated on (a name in uncover.data.corpus.SOURCES)
 
 
 @dataclass
@@ -48,12 +55,12 @@ def compute_key_covariance(
     seq_len: int = 128,
     batch_size: int = 8,
     seed: int = 0,
-    source: str | None = None,
+    source: str | None = SOURCE,
     progress: Progress = no_progress,
 ) -> dict[int, KeyCovariance]:
     """E[k k^T] of MLP keys at each layer over about ``n_tokens`` corpus tokens (no caching).
 
-    Rows come from ``uncover.data.corpus.corpus_tokens`` (``source``: None = the offline corpus).
+    Rows come from ``uncover.data.corpus.corpus_tokens`` (``source``: None = the corpus module's default).
     The forward stops after the last requested layer.
     """
     from uncover.data.corpus import corpus_tokens
@@ -87,13 +94,13 @@ def key_covariance(
     layers: int | Sequence[int],
     n_tokens: int = 20_000,
     cache: bool = True,
-    source: str | None = None,
+    source: str | None = SOURCE,
     progress: Progress = no_progress,
     **kwargs,
 ) -> dict[int, KeyCovariance]:
     """Key second moments per layer, from the disk cache when one with >= ``n_tokens`` tokens exists.
 
-    source: corpus for ``corpus_tokens`` (None: the offline default); it is part of the cache key.
+    source: corpus for ``corpus_tokens`` (default ``SOURCE``; None: the corpus default); part of the cache key.
     kwargs go to ``compute_key_covariance`` (seq_len, batch_size, seed).
     """
     layers = [layers] if isinstance(layers, int) else list(layers)

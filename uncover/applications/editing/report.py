@@ -45,7 +45,7 @@ def _clean(values: Any) -> Any:
 class EditingSection:
     key = "editing"
     title = "Editing: causal tracing and ROME"
-    version = "1"
+    version = "2"  # 2: covariance from natural English text, ROME's clamp 1 after a post-norm
 
     def compute(self, model, ctx: ReportContext, sizes: dict | None = None) -> dict[str, Any]:
         from uncover.applications.editing.covariance import key_covariance
@@ -82,7 +82,7 @@ class EditingSection:
 
         start = time.perf_counter()
         cov = key_covariance(model, layer, size["cov_tokens"], progress=ctx.progress)[layer]
-        out["covariance"] = {"n_tokens": cov.n_tokens, "seconds": time.perf_counter() - start}
+        out["covariance"] = {"n_tokens": cov.n_tokens, "source": cov.source, "seconds": time.perf_counter() - start}
         records = build_records(model, pool, n=size["edits"], seed=ctx.seed, known=known)
         if not records:
             out["error"] = "no known fact has a known alternative attribute in its relation; no edit to show"
@@ -135,7 +135,8 @@ class EditingSection:
             f"The edit is {specific.word} to its subject: the neighbourhood score went from {b['neighbourhood']:.0f}% "
             f"to {a['neighbourhood']:.0f}% ({specific.test}).",
             f"One ROME edit took {r['seconds_per_edit']:.1f} s; the key covariance used "
-            f"{data['covariance']['n_tokens']} corpus tokens (computed once, cached on disk).",
+            f"{data['covariance']['n_tokens']} tokens of the {data['covariance']['source']!r} corpus "
+            "(computed once, cached on disk).",
         ]
         fig = plots.trace_heatmaps(t["effects"], t["categories"],
                                    f"average indirect effect over {len(t['facts'])} facts", layers=t["layers"])

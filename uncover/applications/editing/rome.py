@@ -19,7 +19,7 @@ exactly while keys unlike k* (in C's metric) barely move. Edits are plain tensor
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
@@ -65,7 +65,8 @@ class RomeConfig:
 
     n_prefixes random corpus prefixes of prefix_len tokens (plus the bare prompt) average the key and
     train the value; steps/lr: Adam on delta; kl_weight: KL to the unedited "{subject} is a"
-    distribution; weight_decay: penalty on |delta|^2 / |v|^2; clamp: |delta| <= clamp * |v|;
+    distribution; weight_decay: penalty on |delta|^2 / |v|^2; clamp: |delta| <= clamp * |v| (None: CLAMP, or
+    NORMED_CLAMP where the MLP output passes a norm before the residual, see ``default_clamp``);
     cov_tokens: corpus tokens for C (cached); cov_ridge: C + ridge * mean(diag C) * I.
     """
 
@@ -76,12 +77,33 @@ class RomeConfig:
     lr: float = 0.5
     kl_weight: float = 0.0625
     weight_decay: float = 0.1
-    clamp: float = 4.0
+    clamp: float | None = None
     stop_loss: float = 0.05
     essence_prompt: str = "{} is a"
     cov_tokens: int = 20_000
     cov_ridge: float = 1e-4
     seed: int = 0
+
+
+CLAMP = 4.0         # ROME's clamp_norm_factor
+NORMED_CLAMP = 1.0  # where a post-norm follows the MLP output (Gemma): see default_clamp
+
+
+def output_is_normed(model: "Model", layer: int) -> bool:
+    """True where the MLP output passes a norm before the residual (Gemma's post-feedforward norm)."""
+    out = model.adapter.mlp_out_module(model.adapter.layers(model.hf)[layer])
+    return "norm" in type(out).__name__.lower()
+
+
+def default_clamp(model: "Model", layer: int) -> float:
+    """The bound on |delta| / |v| when RomeConfig.clamp is None.
+
+    A norm after the MLP output removes its scale: the block writes a vector of fixed size whatever |v + delta|,
+    so a delta beyond |v| buys the edit little and is what the rank-one update hands, scaled by each key's
+    overlap with k*, to every other subject. On gemma3-270m (held-out tuning facts, layer 5) clamp 4 -> 1
+    keeps efficacy and paraphrase at 100% and raises neighbourhood from 43% to 83%; on smollm2-135m, without
+    such a norm, clamp 1 loses efficacy (100% -> 83%), so ROME's 4 stays there."""
+    return NORMED_CLAMP if output_is_normed(model, layer) else CLAMP
 
 
 # ---- closed forms ------------------------------------------------------------------------------
@@ -366,6 +388,8 @@ def rome(
     layer = edit_layer_from_trace(model, request) if cfg.layer is None else cfg.layer
     if not 0 <= layer < model.cfg.n_layers:
         raise UncoverError(f"layer {layer} out of range: {model.name} has layers 0..{model.cfg.n_layers - 1}")
+    if cfg.clamp is None:
+        cfg = replace(cfg, clamp=default_clamp(model, layer))
     if covariance is None:
         covariance = key_covariance(model, layer, cfg.cov_tokens, progress=progress)[layer].mom2
     W = _weight(model, layer).detach()
