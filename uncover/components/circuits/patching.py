@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from uncover.components.circuits.graph import KINDS, Graph, graph_bytes
+from uncover.core.progress import Progress, no_progress
 from uncover.core.variants import BaseRun, base_run, run_variants
 from uncover.errors import UncoverError
 
@@ -281,18 +282,19 @@ class EdgePatcher:
 
     # ---- runs ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, keeps: Sequence[Tensor], progress=None) -> list[Tensor]:
+    def run(self, keeps: Sequence[Tensor], progress: Progress = no_progress) -> list[Tensor]:
         """Last-position logits [n, d_vocab] of the clean prompts with each mask's edges removed."""
         if self._base is None:  # the clean run the variants start from (its residuals), once per patcher
             self._base = base_run(self.model, self.task.clean, self.task.attention_mask, logits_to_keep=1)
         base, n = self._base, self.task.clean.shape[0]
-
-        def variant(keep: Tensor) -> list[tuple[str, Callable]]:
-            return self.hooks(keep)
-
-        kwargs = {} if progress is None else {"progress": progress}
-        return run_variants(self.model, base, [variant(k) for k in keeps], lambda out, _: out[:, -1],
-                            logits_to_keep=1, batch_size=max(self.batch_size, n), description="circuits", **kwargs)
+        # hooks hold a [n_sources, n, pos, d_model] buffer each: build them for one forward's masks at a time
+        per_forward = max(1, self.batch_size // n)
+        groups = [keeps[i:i + per_forward] for i in range(0, len(keeps), per_forward)]
+        out: list[Tensor] = []
+        for group in progress(groups, "circuits"):
+            out += run_variants(self.model, base, [self.hooks(k) for k in group], lambda o, _: o[:, -1],
+                                logits_to_keep=1, batch_size=per_forward * n)
+        return out
 
     def run_with_grad(self, keep: Tensor) -> Tensor:
         """Last-position logits [n, d_vocab] of one mask ``keep`` (float, requires grad) with the autograd
