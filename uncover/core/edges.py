@@ -93,23 +93,33 @@ def _chained(module: nn.Module, key: str, install: Callable[[_Chain], list], poi
 class _SharedNorm(torch.autograd.Function):
     """``norm`` of identical per-head copies [b, p, H, d] of one residual, computed once; the backward gives
     each copy its own gradient, the norm's vector-Jacobian product at that residual with that head's output
-    gradient (the norm's parameters get none, as in ``grad_cache``)."""
+    gradient (the norm's parameters get none, as in ``grad_cache``). ``rms`` (weight, eps) of an RMS norm
+    ``weight * x / sqrt(mean(x^2) + eps)`` gives that product in closed form (a few elementwise passes);
+    otherwise it is one backward of the norm over the copies."""
 
     @staticmethod
-    def forward(ctx, copies: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-        x = copies[:, :, 0].detach().requires_grad_(True)
-        with torch.enable_grad():
-            y = norm.forward(x)
-        ctx.save_for_backward(x, y)
-        return y.detach().unsqueeze(2).expand(*copies.shape[:3], y.shape[-1]).contiguous()
+    def forward(ctx, copies: torch.Tensor, norm: nn.Module, rms: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+        x = copies[:, :, 0].detach()
+        ctx.save_for_backward(x)
+        ctx.norm, ctx.rms = norm, rms
+        y = norm.forward(x)
+        return y.unsqueeze(2).expand(*copies.shape[:3], y.shape[-1]).contiguous()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, y = ctx.saved_tensors
-        with torch.enable_grad():
-            per_head = torch.autograd.grad(y, x, grad.movedim(2, 0).contiguous(), is_grads_batched=True,
-                                           retain_graph=True)[0]  # [H, b, p, d]
-        return per_head.movedim(0, 2), None
+        (x,) = ctx.saved_tensors
+        if ctx.rms is None:
+            with torch.enable_grad():
+                copies = x.unsqueeze(2).expand(*grad.shape[:3], x.shape[-1]).contiguous().requires_grad_(True)
+                return torch.autograd.grad(ctx.norm.forward(copies), copies, grad)[0], None, None
+        weight, eps = ctx.rms
+        xf, g = x.float(), grad.float()
+        w = weight.detach().float().to(x.device)
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
+        # d/dx of w * x * r: w * r * g - x * r^3 / d * <w * g, x>, per head
+        dot = torch.einsum("bphd,bpd->bph", g, w * xf)
+        per_head = g * (w * r).unsqueeze(2) - xf.unsqueeze(2) * (dot * r.pow(3) / x.shape[-1]).unsqueeze(-1)
+        return per_head.to(grad.dtype), None, None
 
 
 def _heads_to_write(chain, new: torch.Tensor, view: torch.Tensor) -> torch.Tensor | None:
@@ -135,6 +145,7 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
     proj = adapter.qkv_proj_sites(layer, cfg)[kind]
     n_heads = cfg.n_heads
     carry = kind != "q" and cfg.n_kv_heads < n_heads
+    rms = (adapter.norm_weight(norm), adapter.norm_eps(norm)) if norm is not None and cfg.normalization == "rms" else None
 
     def install(chain: _Chain) -> list:
         seen: dict[str, Any] = {}
@@ -168,7 +179,7 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
             if norm is None:
                 normed = new[:, :, heads]
             elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
-                normed = _SharedNorm.apply(view, norm)
+                normed = _SharedNorm.apply(view, norm, rms)
             else:
                 normed = norm.forward(new[:, :, heads])
             mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
