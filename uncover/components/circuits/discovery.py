@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 METHODS = ("eap", "eap-ig", "acdc")
 IG_VARIANTS = ("inputs", "activations", "clean-corrupted")
+GROUP_COLUMNS = 96  # receivers per matrix product of the scores: wide enough for an efficient product
 
 
 @dataclass
@@ -77,36 +78,39 @@ class EdgeScores(Result):
         return out
 
 
-def _receiver_names(graph: Graph, model: "Model") -> list[str]:
-    names = []
+def _receiver_blocks(graph: Graph, model: "Model") -> list[tuple[str, int, int, int]]:
+    """(hook name, first receiver, receivers, sources read) of every receiver group, in receiver order."""
+    H, blocks = graph.n_heads, []
     for l in range(graph.n_layers):
-        names += [f"blocks.{l}.hook_{k}_input" for k in KINDS] + ([f"blocks.{l}.hook_mlp_in"] if graph.mlp else [])
-    return names + [logits_hook(model)]
+        k = graph.sources_before(l)
+        blocks += [(f"blocks.{l}.hook_{kind}_input", graph.head_receiver(l, 0, kind), H, k) for kind in KINDS]
+        if graph.mlp:
+            blocks.append((f"blocks.{l}.hook_mlp_in", graph.mlp_receiver(l), 1, graph.sources_before(l, mlp=True)))
+    return blocks + [(logits_hook(model), graph.logits_receiver, 1, graph.n_sources)]
+
+
+def _receiver_names(graph: Graph, model: "Model") -> list[str]:
+    return [name for name, *_ in _receiver_blocks(graph, model)]
 
 
 def _scatter(patcher: EdgePatcher, grads: dict[str, Tensor], scores: Tensor, weight: float = 1.0) -> None:
-    """Add ``(ablated - clean) . grad`` of each receiver in ``grads`` into ``scores`` [S, R] (in place)."""
-    g, model = patcher.graph, patcher.model
+    """Add ``(ablated - clean) . grad`` of each receiver in ``grads`` into ``scores`` [S, R] (in place): the
+    gradients of consecutive receiver groups stacked [>= GROUP_COLUMNS receivers, b * p * d], one matrix
+    product each with the differences of the sources the last of them reads."""
     diff = patcher.differences()  # [S, b * p * d]
-    H = g.n_heads
-
-    def per_head(grad: Tensor) -> Tensor:  # [b, p, H, d] -> [b * p * d, H]
-        return grad.float().permute(2, 0, 1, 3).reshape(H, -1).T
-
-    for l in range(g.n_layers):
-        k = g.sources_before(l)
-        for kind in KINDS:
-            name = f"blocks.{l}.hook_{kind}_input"
-            if name in grads:
-                first = g.head_receiver(l, 0, kind)
-                scores[:k, first: first + H] += weight * (diff[:k] @ per_head(grads[name]))
-        name = f"blocks.{l}.hook_mlp_in"
-        if g.mlp and name in grads:
-            k = g.sources_before(l, mlp=True)
-            scores[:k, g.mlp_receiver(l)] += weight * (diff[:k] @ grads[name].float().reshape(-1))
-    name = logits_hook(model)
-    if name in grads:
-        scores[:, g.logits_receiver] += weight * (diff @ grads[name].float().reshape(-1))
+    present = [b for b in _receiver_blocks(patcher.graph, patcher.model) if b[0] in grads]
+    while present:
+        group, cols = [], 0
+        while present and cols < GROUP_COLUMNS:
+            group.append(present.pop(0))
+            cols += group[-1][2]
+        stacked = torch.cat([grads[name].float().movedim(2, 0).reshape(n, -1) if n > 1 else
+                             grads[name].float().reshape(1, -1) for name, _, n, _ in group])
+        products = diff[: group[-1][3]] @ stacked.T  # [sources, receivers of the group]
+        col = 0
+        for _, first, n, k in group:
+            scores[:k, first: first + n] += weight * products[:k, col: col + n]
+            col += n
 
 
 def _accumulate(total: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
