@@ -90,12 +90,29 @@ def _chained(module: nn.Module, key: str, install: Callable[[_Chain], list], poi
     return [_Undo(undo)]
 
 
+def _norm_vjp(x: torch.Tensor, grad: torch.Tensor, norm: nn.Module, rms: tuple[torch.Tensor, float] | None):
+    """Each head's gradient [b, p, H, d] at its copy of the residual ``x`` [b, p, d], from that head's gradient
+    ``grad`` [b, p, H, d] at ``norm``'s output: the norm's vector-Jacobian product at ``x`` (its parameters get
+    none, as in ``grad_cache``). ``rms`` (weight, eps) of an RMS norm ``weight * x / sqrt(mean(x^2) + eps)``
+    gives it in closed form (a few elementwise passes); otherwise one backward of the norm over the copies."""
+    if rms is None:
+        with torch.enable_grad():
+            copies = x.unsqueeze(2).expand(*grad.shape[:3], x.shape[-1]).contiguous().requires_grad_(True)
+            return torch.autograd.grad(norm.forward(copies), copies, grad)[0]
+    weight, eps = rms
+    xf, g = x.float(), grad.float()
+    w = weight.detach().float().to(x.device)
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
+    # d/dx of w * x * r: w * r * g - x * r^3 / d * <w * g, x>, per head
+    dot = torch.einsum("bphd,bpd->bph", g, w * xf)
+    per_head = (g * (w * r).unsqueeze(2)).addcmul_(xf.unsqueeze(2), (dot * r.pow(3) / x.shape[-1]).unsqueeze(-1),
+                                                  value=-1)
+    return per_head.to(grad.dtype)
+
+
 class _SharedNorm(torch.autograd.Function):
     """``norm`` of identical per-head copies [b, p, H, d] of one residual, computed once; the backward gives
-    each copy its own gradient, the norm's vector-Jacobian product at that residual with that head's output
-    gradient (the norm's parameters get none, as in ``grad_cache``). ``rms`` (weight, eps) of an RMS norm
-    ``weight * x / sqrt(mean(x^2) + eps)`` gives that product in closed form (a few elementwise passes);
-    otherwise it is one backward of the norm over the copies."""
+    each copy its own gradient (``_norm_vjp``)."""
 
     @staticmethod
     def forward(ctx, copies: torch.Tensor, norm: nn.Module, rms: tuple[torch.Tensor, float] | None) -> torch.Tensor:
@@ -108,18 +125,27 @@ class _SharedNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        if ctx.rms is None:
-            with torch.enable_grad():
-                copies = x.unsqueeze(2).expand(*grad.shape[:3], x.shape[-1]).contiguous().requires_grad_(True)
-                return torch.autograd.grad(ctx.norm.forward(copies), copies, grad)[0], None, None
-        weight, eps = ctx.rms
-        xf, g = x.float(), grad.float()
-        w = weight.detach().float().to(x.device)
-        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
-        # d/dx of w * x * r: w * r * g - x * r^3 / d * <w * g, x>, per head
-        dot = torch.einsum("bphd,bpd->bph", g, w * xf)
-        per_head = g * (w * r).unsqueeze(2) - xf.unsqueeze(2) * (dot * r.pow(3) / x.shape[-1]).unsqueeze(-1)
-        return per_head.to(grad.dtype), None, None
+        return _norm_vjp(x, grad, ctx.norm, ctx.rms), None, None
+
+
+class _SharedProjection(torch.autograd.Function):
+    """q, k or v [b, p, H, d_head] of every query head from identical per-head copies [b, p, H, d] of one
+    residual, where each head's is a plain linear map of its normed copy: the values are the model's own
+    ``own`` (nothing is recomputed); the backward gives each copy its own gradient, through its head's
+    weight rows ``weight`` [H, d_head, d] and the norm (``_norm_vjp``; ``norm`` None: no norm)."""
+
+    @staticmethod
+    def forward(ctx, copies: torch.Tensor, own: torch.Tensor, weight: torch.Tensor, norm: nn.Module | None,
+                rms: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+        ctx.save_for_backward(copies[:, :, 0].detach(), weight)
+        ctx.norm, ctx.rms = norm, rms
+        return own.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        normed = torch.einsum("bpne,ned->bpnd", grad, weight.to(grad.dtype))
+        return (normed if ctx.norm is None else _norm_vjp(x, normed, ctx.norm, ctx.rms)), None, None, None, None
 
 
 def _heads_to_write(chain, new: torch.Tensor, view: torch.Tensor) -> torch.Tensor | None:
@@ -176,13 +202,20 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
             heads = _heads_to_write(chain, new, view)
             if heads is None:
                 return None
-            if norm is None:
-                normed = new[:, :, heads]
-            elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
-                normed = _SharedNorm.apply(view, norm, rms)
+            weight = adapter.head_weights(layer, cfg, proj, kind, heads) if new is view else None
+            if weight is not None:  # force_write, nothing changed: the model's values, per-head gradients
+                src = heads if kind == "q" else heads // (n_heads // cfg.n_kv_heads)
+                mine = _SharedProjection.apply(view, current.detach().index_select(2, src), weight, norm, rms)
             else:
-                normed = norm.forward(new[:, :, heads])
-            mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
+                if norm is None:
+                    normed = new[:, :, heads]
+                elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
+                    normed = _SharedNorm.apply(view, norm, rms)
+                else:
+                    normed = norm.forward(new[:, :, heads])
+                mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
+            if len(heads) == n_heads:  # every head reads its own copy: the model's own q / k / v gets no gradient
+                current = current.detach()
             if not carry:
                 return _replace_first(output, proj.write(raw, current.index_copy(2, heads, mine.to(current.dtype))))
             if seen.get("cached"):

@@ -226,6 +226,16 @@ class Adapter:
         per = site.read(site.module.forward(normed))  # [b, p, n, heads of this kind, d_head]
         return per[:, :, torch.arange(len(heads), device=heads.device), src]
 
+    def head_weights(self, layer: nn.Module, cfg: ModelConfig, site: HookSite, kind: str,
+                     heads: torch.Tensor) -> torch.Tensor | None:
+        """The weight rows [n, d_head, d_model] by which ``project_heads`` maps query heads ``heads``' normed
+        inputs (k, v: their KV heads' rows) where that is a plain linear map; None otherwise."""
+        rows = _head_rows(site)
+        if rows is None:
+            return None
+        src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
+        return site.module.weight[rows.to(heads.device)[src]]
+
     def carry_attrs(self, attn: nn.Module, cfg: ModelConfig, kind: str, n_extra: int) -> dict:
         """Attention-module attributes to set while its k (v) projection carries ``n_extra`` extra heads."""
         return {}

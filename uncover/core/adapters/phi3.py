@@ -57,6 +57,9 @@ class Phi3Adapter(Adapter):
         src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
         return per[:, :, torch.arange(len(heads), device=heads.device), src]
 
+    def head_weights(self, layer, cfg, site, kind, heads):
+        return None  # project_heads re-runs the fused projection
+
     def carry_attrs(self, attn, cfg, kind, n_extra):
         return {"num_key_value_heads": cfg.n_kv_heads + n_extra} if kind == "k" else {}
 

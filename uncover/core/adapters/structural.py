@@ -634,6 +634,11 @@ class StructuralAdapter(Adapter):
         src = heads if kind == "q" else heads // (cfg.n_heads // cfg.n_kv_heads)
         return per[:, :, torch.arange(len(heads), device=heads.device), src]
 
+    def head_weights(self, layer, cfg, site, kind, heads):
+        if site.module is self.plans[layer].proj[kind][0]:
+            return super().head_weights(layer, cfg, site, kind, heads)
+        return None  # an all-heads norm follows the projection
+
     def edge_sites(self, layer, l, cfg):
         """The edge-level names (core/edges.py) this block has what they need for: a head's input needs its
         linear projection, hook_result the output projection, hook_mlp_in the MLP's input residual."""

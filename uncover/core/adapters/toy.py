@@ -55,6 +55,9 @@ class ToyAdapter(Adapter):
         w = getattr(layer.attn, f"W_{kind.upper()}")[heads]  # [n, d_model, d_head]
         return torch.einsum("bpnd,nde->bpne", normed, w)
 
+    def head_weights(self, layer, cfg, site, kind, heads):
+        return getattr(layer.attn, f"W_{kind.upper()}")[heads].transpose(1, 2)  # [n, d_head, d_model]
+
     def result_site(self, layer: nn.Module, cfg: ModelConfig) -> HookSite:
         # z is hook_z's output; the attention output is the attention module's (no output projection module)
         return edges.result_site(layer.attn.hook_z, "out", layer.attn, lambda: layer.attn.W_O, cfg.d_head)
