@@ -160,8 +160,12 @@ def _heads_to_write(chain, new: torch.Tensor, view: torch.Tensor) -> torch.Tenso
 
 
 def _changed_heads(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere."""
-    return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
+    """Indices of the heads (axis 2 of [batch, pos, head, d]) where ``new`` differs from ``old`` anywhere
+    (head by head: an exact comparison that stops at the first difference, no [batch, pos, head, d] mask)."""
+    if new.dtype != old.dtype:
+        return (new != old).any(dim=3).any(dim=1).any(dim=0).nonzero().flatten()
+    changed = [h for h in range(new.shape[2]) if not torch.equal(new[:, :, h], old[:, :, h])]
+    return torch.tensor(changed, dtype=torch.long, device=new.device)
 
 
 def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", kind: str) -> HookSite:
@@ -202,22 +206,25 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
             heads = _heads_to_write(chain, new, view)
             if heads is None:
                 return None
+            every = len(heads) == n_heads  # every head reads its own copy (no gather, no splice into the model's)
             weight = adapter.head_weights(layer, cfg, proj, kind, heads) if new is view else None
             if weight is not None:  # force_write, nothing changed: the model's values, per-head gradients
                 src = heads if kind == "q" else heads // (n_heads // cfg.n_kv_heads)
                 mine = _SharedProjection.apply(view, current.detach().index_select(2, src), weight, norm, rms)
             else:
+                chosen = new if every else new[:, :, heads]
                 if norm is None:
-                    normed = new[:, :, heads]
+                    normed = chosen
                 elif new is view:  # force_write, nothing changed: one norm, per-head gradients (_SharedNorm)
                     normed = _SharedNorm.apply(view, norm, rms)
                 else:
-                    normed = norm.forward(new[:, :, heads])
+                    normed = norm.forward(chosen)
                 mine = adapter.project_heads(layer, cfg, proj, kind, normed, heads)  # [b, p, n, d_head]
-            if len(heads) == n_heads:  # every head reads its own copy: the model's own q / k / v gets no gradient
+            mine = mine.to(current.dtype)
+            if every:  # the model's own q / k / v is read by no head: it gets no gradient
                 current = current.detach()
             if not carry:
-                return _replace_first(output, proj.write(raw, current.index_copy(2, heads, mine.to(current.dtype))))
+                return _replace_first(output, proj.write(raw, mine if every else current.index_copy(2, heads, mine)))
             if seen.get("cached"):
                 raise UncoverError(
                     f"'hook_{kind}_input' of layer {chain.groups[0][0].layer} changed a key/value input of a "
@@ -229,7 +236,7 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
                 set_attrs.setdefault(name, getattr(attn, name))
                 setattr(attn, name, value)
             attn._uncover_carry[kind] = heads
-            return _replace_first(output, proj.write(raw, torch.cat([current, mine.to(current.dtype)], dim=2)))
+            return _replace_first(output, proj.write(raw, torch.cat([current, mine], dim=2)))
 
         handles: list = []
         if carry:

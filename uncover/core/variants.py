@@ -107,6 +107,8 @@ def _dispatch(slots: list[tuple[int, list[Fn]]], n: int) -> Fn:
                 if changed is not None:
                     new = changed
             if new is not part:
+                if act.shape[0] == n:  # one variant holds every row: its rows are the whole batch
+                    return new
                 if out is None:
                     out = act.clone()
                 out[rows] = new
