@@ -149,7 +149,8 @@ def test_attention_written_out_by_hand(model_type):
     with torch.no_grad():
         ref = model.hf(TOKENS, output_attentions=True)
         logits, cache = model.run_with_cache(TOKENS, names=names)
-    assert torch.equal(logits, ref.logits)
+    # equal up to float rounding: on some CPUs (AMD EPYC) GPT-Neo's logits differ from HF's by 3e-7
+    torch.testing.assert_close(logits, ref.logits, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(cache[p + "hook_pattern"], ref.attentions[L].float(), atol=1e-6, rtol=1e-5)
     pattern = cache[p + "hook_pattern"]
     v = cache[p + "hook_v"].transpose(1, 2)

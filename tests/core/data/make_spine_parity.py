@@ -8,6 +8,9 @@ from 7af87c2 - a deliberate behaviour change drops its quantity here, in a commi
     PYTHONPATH=/tmp/old .venv/bin/python tests/core/data/make_spine_parity.py   # writes spine_parity.pt here
     git worktree remove /tmp/old --force
 
+(``tests/core/test_spine_parity.py`` does this by itself, into a temporary folder, on a machine whose
+versions or CPU differ from the ones recorded here: another CPU's kernels round differently.)
+
 The script refuses to run against any tree that has ``uncover/core/variants.py`` (i.e. after the refactor):
 the point is that the golden values come from the old engines, and the test recomputes them with the new.
 
@@ -285,7 +288,21 @@ def dynamics_old(D: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def main() -> None:
+def machine() -> str:
+    """The versions and CPU whose float32 kernels the values depend on (CPUs with the same capability but
+    another vendor or model run other kernels)."""
+    import platform
+
+    import transformers
+
+    info = Path("/proc/cpuinfo")
+    names = re.findall(r"^model name\s*:\s*(.+)$", info.read_text(), re.M) if info.exists() else []
+    cpu = names[0].strip() if names else platform.processor()
+    return (f"torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"CPU {torch.backends.cpu.get_cpu_capability()} ({cpu})")
+
+
+def main(out: Path = GOLDEN) -> None:
     import uncover
 
     root = Path(uncover.__file__).resolve().parent
@@ -298,13 +315,9 @@ def main() -> None:
         golden.update({f"{arch}/{k}": v for k, v in compute_old(model, tiny_inputs(model)).items()})
     golden.update({f"toy/{k}": v for k, v in dynamics_old(dynamics_inputs()).items()})
     golden = {k: v.contiguous() for k, v in sorted(golden.items())}
-    import transformers
-
-    versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, "
-                f"CPU {torch.backends.cpu.get_cpu_capability()}")
-    torch.save({"commit": "7af87c2", "versions": versions, "values": golden}, GOLDEN)
-    print(f"{len(golden)} tensors, {GOLDEN.stat().st_size / 1024:.0f} KiB -> {GOLDEN}")
+    torch.save({"commit": "7af87c2", "versions": machine(), "values": golden}, out)
+    print(f"{len(golden)} tensors, {out.stat().st_size / 1024:.0f} KiB -> {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN)
