@@ -97,13 +97,15 @@ def report(
     no_cache: bool = typer.Option(False, help="recompute every section"),
     compare: Optional[list[str]] = typer.Option(
         None, help="another model to compare with MODEL on relative depth (repeatable): writes OUT/compare.html"),
+    max_memory: Optional[float] = typer.Option(
+        None, help="memory budget in GB: chunked work sizes itself to it; each section states its peak against it"),
 ) -> None:
     """The main job: a self-contained HTML report of how MODEL works (exit code 1 if a section failed)."""
     import re
 
     from uncover.report.build import build_report
 
-    built = build_report(model, out, full=full, only=only, use_cache=not no_cache)
+    built = build_report(model, out, full=full, only=only, use_cache=not no_cache, max_memory=max_memory)
     failed = [(model, *f) for f in built.failed]
     console.print(f"report written to {built.path}")
     if compare:
@@ -112,7 +114,8 @@ def report(
         others = []
         for other in compare:
             folder = out / "compare" / re.sub(r"[^A-Za-z0-9_.-]+", "_", other).strip("_.")
-            others.append(build_report(other, folder, full=full, only=COMPARED, use_cache=not no_cache))
+            others.append(build_report(other, folder, full=full, only=COMPARED, use_cache=not no_cache,
+                                       max_memory=max_memory))
             failed += [(other, *f) for f in others[-1].failed]
         console.print(f"comparison written to {write_compare([built, *others], out / 'compare.html')}")
     if failed:

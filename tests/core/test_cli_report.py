@@ -109,3 +109,27 @@ def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, 
         assert "measured nothing" in page
     else:
         assert code == 0 and "failed" not in out and f"report written to {tmp_path / 'out' / 'index.html'}" in out
+
+
+@pytest.mark.parametrize("gb", ["1000", "0"])
+def test_report_command_max_memory(tiny_dir, tmp_path, monkeypatch, capsys, gb):
+    import uncover.cli as cli
+
+    module = type(sys)("one_section")
+    module.FINE = Fine()
+    monkeypatch.setitem(sys.modules, "one_section", module)
+    monkeypatch.setattr(build, "SECTIONS", ["one_section:FINE"])
+    monkeypatch.setattr(cli, "AREAS", [])
+    monkeypatch.setattr(sys, "argv", ["uncover", "report", str(tiny_dir), "--out", str(tmp_path / "out"),
+                                      "--max-memory", gb])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code
+    out = " ".join(capsys.readouterr().out.split())
+    if gb == "0":
+        assert code == 1 and "a memory budget is a positive number of GB, got 0.0" in out and "Traceback" not in out
+    else:
+        assert code == 0 and "peak memory so far" in out
+        assert "within the memory budget (peak memory ≤ 1000 GB)" in (tmp_path / "out" / "index.html").read_text()

@@ -60,6 +60,6 @@ def test_summary_groups_headlines_by_question_and_links_sections(tmp_path, monke
 def test_no_headlines_no_summary(tmp_path):
     class Plain:
         key, title = "plain", "Plain"
-    page_parts = [(Plain, "<p>nothing found</p>", 0.1, True)]
+    page_parts = [(Plain, "<p>nothing found</p>", 0.1, True, 10**9)]
     toc, summary = build._contents(page_parts)
     assert summary == "" and 'href="#plain"' in toc

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from uncover.core.budget import forward_bytes
 from uncover.core.hooks import Fn, HookPoint
 from uncover.core.results import Progress, no_progress
 from uncover.errors import UncoverError
@@ -77,8 +78,10 @@ def base_run(model: "Model", tokens: Tensor, attention_mask: Tensor | None = Non
 def rows_per_forward(model: "Model", n_pos: int, batch_size: int | None, max_bytes: int | None,
                      logits_to_keep: int = 0, stop_at_layer: int | None = None) -> int:
     """How many rows (prompts x variants) one forward may hold: ``batch_size``, and the rows whose
-    estimated working memory fits ``max_bytes`` (activations of one layer, attention scores, logits)."""
+    estimated working memory fits ``max_bytes`` (activations of one layer, attention scores, logits; None:
+    the memory budget's share for a forward, ``uncover.core.budget.forward_bytes``, if one is set)."""
     rows = batch_size if batch_size is not None else 1 << 30
+    max_bytes = max_bytes if max_bytes is not None else forward_bytes(model)
     if max_bytes is not None:
         c = model.cfg
         size = next(model.hf.parameters()).element_size()

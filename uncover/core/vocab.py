@@ -4,7 +4,7 @@ one 1 GiB per 1024 positions in float32).
 
 ``model(tokens, return_normed=True)`` gives the unembedding's input [batch, pos, d_model]; the functions
 here unembed rows of it ``vocab_rows(model)`` at a time ([rows, d_vocab] float32 of at most ``VOCAB_BUDGET``
-elements each). log_softmax is per row, so the values are those of the full logits (up to the last bit:
+elements each, fewer under a memory budget). log_softmax is per row, so the values are those of the full logits (up to the last bit:
 a matmul of fewer rows may round differently). ``vocab_slices`` cuts the vocabulary itself, for products
 over it such as the unembedding's covariance.
 """
@@ -16,20 +16,27 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from uncover.core.budget import chunk_bytes
+
 if TYPE_CHECKING:
     from uncover.core.model import Model
 
 VOCAB_BUDGET = 2 ** 25  # elements per [rows, d_vocab] chunk (128 MiB in float32)
 
 
+def chunk_elements(model: "Model") -> int:
+    """float32 elements per chunk: ``VOCAB_BUDGET``, fewer under a tight memory budget (``uncover.core.budget``)."""
+    return chunk_bytes(model, 4 * VOCAB_BUDGET) // 4
+
+
 def vocab_rows(model: "Model") -> int:
-    """Rows of d_vocab logits per chunk: at least one, at most ``VOCAB_BUDGET`` elements."""
-    return max(1, VOCAB_BUDGET // model.cfg.d_vocab)
+    """Rows of d_vocab logits per chunk: at least one, at most ``chunk_elements`` elements."""
+    return max(1, chunk_elements(model) // model.cfg.d_vocab)
 
 
 def vocab_slices(model: "Model", width: int) -> Iterator[slice]:
-    """Slices of the vocabulary whose [width, slice] blocks hold at most ``VOCAB_BUDGET`` elements."""
-    step = max(1, VOCAB_BUDGET // width)
+    """Slices of the vocabulary whose [width, slice] blocks hold at most ``chunk_elements`` elements."""
+    step = max(1, chunk_elements(model) // width)
     for s in range(0, model.cfg.d_vocab, step):
         yield slice(s, s + step)
 

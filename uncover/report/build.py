@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uncover.core.budget import budget_bytes, memory_budget, peak_rss_bytes, working_bytes
+from uncover.core.memory import release_memory
 from uncover.core.results import RichProgress
+from uncover.report import claims as C
 from uncover.report import html as H
 from uncover.report.section import ReportContext, Section
 
@@ -94,17 +97,25 @@ def build_report(
     only: list[str] | None = None,
     use_cache: bool = True,
     seed: int = 0,
+    max_memory: float | None = None,
 ) -> BuiltReport:
     """Compute every section for ``model_name`` and write ``out_dir/index.html``; returns its path and
-    the sections that failed (each is also shown in the page with its traceback)."""
+    the sections that failed (each is also shown in the page with its traceback). max_memory: a memory
+    budget in GB (``uncover.core.budget``) that the sections' self-sized work follows; each section's
+    footer states the run's peak resident memory so far and whether it stayed within the budget."""
+    with memory_budget(max_memory):
+        return _build(model_name, Path(out_dir), full, only, use_cache, seed)
+
+
+def _build(model_name: str, out: Path, full: bool, only: list[str] | None, use_cache: bool, seed: int) -> BuiltReport:
     from uncover.core.loading import load
 
-    out = Path(out_dir)
     cache_dir = out / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     model = load(model_name)
+    working_bytes(model)  # a budget the weights alone exceed fails here, before any section
     sections = load_sections(only)
-    parts: list[tuple[Section, str, float, bool]] = []
+    parts: list[tuple[Section, str, float, bool, int]] = []
     failed: list[tuple[str, str, str]] = []
     computed: dict[str, dict[str, Any]] = {}
     with RichProgress() as progress:  # one bar for the report, one per long step of a section
@@ -130,8 +141,10 @@ def build_report(
                 ok = False
                 failed.append((section.key, section.title, _one_line(e)))
             seconds = time.time() - t0
-            parts.append((section, body, seconds, ok))
-            bar.console.print(f"{section.title}: {'done' if ok else 'FAILED'} in {seconds:.1f} s")
+            release_memory()
+            parts.append((section, body, seconds, ok, peak_rss_bytes()))
+            bar.console.print(f"{section.title}: {'done' if ok else 'FAILED'} in {seconds:.1f} s, "
+                              f"peak memory so far {peak_rss_bytes() / 1e9:.2f} GB")
             bar.advance(overall)
     index = out / "index.html"
     card = model_card(model)
@@ -163,12 +176,23 @@ def _page(c: dict[str, Any], parts, full: bool) -> str:
     toc, summary = _contents(parts)
     body = "".join(
         f'<section id="{s.key}"><h2>{H.escape(s.title)}</h2>{b}'
-        f'<p class="meta">{"computed or loaded" if ok else "failed"} in {t:.1f} s</p></section>'
-        for s, b, t, ok in parts
+        f'<p class="meta">{"computed or loaded" if ok else "failed"} in {t:.1f} s; {memory_note(peak)}</p></section>'
+        for s, b, t, ok, peak in parts
     )
     intro = ("<p>An uncover report: each section measures one part of the survey's question on this model.</p>"
              + card + summary + toc + body)
     return H.document(f"uncover report: {c['name']}", f"How {c['name']} works", intro)
+
+
+def memory_note(peak: int) -> str:
+    """The run's peak resident memory so far (bytes) in words, against the memory budget if one is set."""
+    said = f"peak memory of the run so far {peak / 1e9:.2f} GB"
+    budget = budget_bytes()
+    if budget is None:
+        return said
+    within = C.at_most(peak / 1e9, C.Threshold("memory budget", budget / 1e9, "peak memory", "GB"),
+                       "within the memory budget", "over the memory budget")
+    return f"{said}, {within}"
 
 
 def _contents(parts) -> tuple[str, str]:
@@ -176,7 +200,7 @@ def _contents(parts) -> tuple[str, str]:
 
     The summary is generated: under each question, the sentences each of its sections marked as headline
     findings (``html.findings(..., headline=k)``), each linking to its section; a failed section says so."""
-    by_key = {s.key: (s, body, ok) for s, body, _, ok in parts}
+    by_key = {s.key: (s, body, ok) for s, body, _, ok, _ in parts}
     groups = [(q, [k for k in keys if k in by_key]) for q, keys in QUESTIONS]
     known = {k for _, keys in QUESTIONS for k in keys}
     groups.append(("Other sections", [k for k in by_key if k not in known]))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
+from uncover.core.memory import release_memory
 from uncover.core.results import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -62,4 +63,5 @@ def run_parts(parts: Sequence[tuple[str, Callable[[], dict[str, Any]]]]) -> dict
         except Exception as e:  # one part failing leaves the others
             out[name] = {"error": f"{type(e).__name__}: {e}"}
         out[name]["seconds"] = time.perf_counter() - start
+        release_memory()  # give back the memory this part freed (the allocator keeps it otherwise)
     return out

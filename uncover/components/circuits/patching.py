@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from uncover.components.circuits.graph import KINDS, Graph, graph_bytes
+from uncover.core.budget import working_bytes
 from uncover.core.progress import Progress, no_progress
 from uncover.core.variants import BaseRun, base_run, run_variants
 from uncover.errors import UncoverError
@@ -142,14 +143,16 @@ class EdgePatcher:
               seed: int = 0, max_bytes: int | None = None, batch_size: int = 32) -> "EdgePatcher":
         """Cache the clean and ablation source values. ablation: corrupt (the task's corrupted prompts),
         zero, mean (over ``reference`` tokens [m, pos], default the corrupted prompts), resample (each prompt
-        gets another corrupted prompt's values, by a generator seeded with ``seed``)."""
+        gets another corrupted prompt's values, by a generator seeded with ``seed``). max_bytes: the graph's
+        memory limit (default: half the available memory, or less under a memory budget)."""
         if ablation not in ABLATIONS:
             raise UncoverError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
         _check_task(model, task)
         graph = Graph.of(model)
         n, p = task.clean.shape
         need = graph_bytes(graph, n, p, model.cfg.d_model)
-        budget = max_bytes if max_bytes is not None else _available_bytes() // 2
+        room = working_bytes(model)  # the memory budget's room beside the weights, if one is set
+        budget = max_bytes if max_bytes is not None else min(_available_bytes() // 2, room or 1 << 62)
         if need > budget:
             raise UncoverError(
                 f"the edge graph of {model.name} ({graph.n_edges:,} edges) on {n} prompts x {p} tokens needs about "
