@@ -23,6 +23,8 @@ _CORE = {
     "HookPoint": "uncover.core.hooks",
     "Model": "uncover.core.model",
     "load": "uncover.core.loading",
+    "memory_budget": "uncover.core.budget",
+    "set_memory_budget": "uncover.core.budget",
 }
 
 # Technique modules, imported on first use: uc.heads.scores(...), uc.patching.activation_patching(...)

@@ -20,6 +20,9 @@ def model(tiny_model):
 
 
 def test_budget_is_set_and_restored():
+    import uncover as uc
+
+    assert uc.set_memory_budget is B.set_memory_budget and uc.memory_budget is B.memory_budget
     assert B.budget_bytes() is None
     with B.memory_budget(2.5):
         assert B.budget_bytes() == 2_500_000_000
