@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from uncover.applications.pruning.plan import PruningPlan
 from uncover.core.pruned import CLASS_NAME, LAYOUT_KEY, MODELING_FILE, modeling_source, shrink
@@ -72,8 +73,12 @@ def prune_model(model: "Model", plan: PruningPlan) -> "Model":
 
     _check_supported(model, plan)
     spec = layout(model, plan)
-    hf = copy.deepcopy(model.hf)
     old = model.adapter.layers(model.hf)
+    # shrink replaces every projection, so its weights are not copied (a placeholder keeps dtype and device)
+    replaced = [getattr(layer.self_attn, n) for layer in old for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    replaced += [getattr(layer.mlp, n) for layer in old for n in ("gate_proj", "up_proj", "down_proj")]
+    memo = {id(p): nn.Parameter(p.new_empty(0), p.requires_grad) for lin in replaced for p in lin.parameters()}
+    hf = copy.deepcopy(model.hf, memo)
     shrink(hf, spec)
     for l, layer in enumerate(model.adapter.layers(hf)):
         a_old, a_new = old[l].self_attn, layer.self_attn
