@@ -94,20 +94,20 @@ def _norm_vjp(x: torch.Tensor, grad: torch.Tensor, norm: nn.Module, rms: tuple[t
     """Each head's gradient [b, p, H, d] at its copy of the residual ``x`` [b, p, d], from that head's gradient
     ``grad`` [b, p, H, d] at ``norm``'s output: the norm's vector-Jacobian product at ``x`` (its parameters get
     none, as in ``grad_cache``). ``rms`` (weight, eps) of an RMS norm ``weight * x / sqrt(mean(x^2) + eps)``
-    gives it in closed form (a few elementwise passes); otherwise one backward of the norm over the copies."""
+    gives it in closed form (a few elementwise passes over head-major memory, returned as a [b, p, H, d]
+    view); otherwise one backward of the norm over the copies."""
     if rms is None:
         with torch.enable_grad():
             copies = x.unsqueeze(2).expand(*grad.shape[:3], x.shape[-1]).contiguous().requires_grad_(True)
             return torch.autograd.grad(norm.forward(copies), copies, grad)[0]
     weight, eps = rms
-    xf, g = x.float(), grad.float()
+    xf, g = x.float(), grad.float().permute(2, 0, 1, 3).contiguous()  # [H, b, p, d]
     w = weight.detach().float().to(x.device)
     r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
     # d/dx of w * x * r: w * r * g - x * r^3 / d * <w * g, x>, per head
-    dot = torch.einsum("bphd,bpd->bph", g, w * xf)
-    per_head = (g * (w * r).unsqueeze(2)).addcmul_(xf.unsqueeze(2), (dot * r.pow(3) / x.shape[-1]).unsqueeze(-1),
-                                                  value=-1)
-    return per_head.to(grad.dtype)
+    dot = (g * (w * xf)).sum(-1, keepdim=True)  # [H, b, p, 1]
+    per_head = (g * (w * r)).addcmul_(xf, dot * (r.pow(3) / x.shape[-1]), value=-1)
+    return per_head.to(grad.dtype).permute(1, 2, 0, 3)
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -144,7 +144,10 @@ class _SharedProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        normed = torch.einsum("bpne,ned->bpnd", grad, weight.to(grad.dtype))
+        b, p, n, e = grad.shape
+        # one product per head into head-major memory [n, b, p, d] (a [b, p, n, d] view)
+        normed = torch.bmm(grad.permute(2, 0, 1, 3).reshape(n, b * p, e), weight.to(grad.dtype))
+        normed = normed.view(n, b, p, -1).permute(1, 2, 0, 3)
         return (normed if ctx.norm is None else _norm_vjp(x, normed, ctx.norm, ctx.rms)), None, None, None, None
 
 
