@@ -90,17 +90,20 @@ def _chained(module: nn.Module, key: str, install: Callable[[_Chain], list], poi
     return [_Undo(undo)]
 
 
-def _norm_vjp(x: torch.Tensor, grad: torch.Tensor, norm: nn.Module, rms: tuple[torch.Tensor, float] | None):
+RmsParams = Callable[[], tuple[torch.Tensor, float]]  # an RMS norm's (weight, eps), read when needed
+
+
+def _norm_vjp(x: torch.Tensor, grad: torch.Tensor, norm: nn.Module, rms: RmsParams | None) -> torch.Tensor:
     """Each head's gradient [b, p, H, d] at its copy of the residual ``x`` [b, p, d], from that head's gradient
     ``grad`` [b, p, H, d] at ``norm``'s output: the norm's vector-Jacobian product at ``x`` (its parameters get
-    none, as in ``grad_cache``). ``rms`` (weight, eps) of an RMS norm ``weight * x / sqrt(mean(x^2) + eps)``
+    none, as in ``grad_cache``). ``rms()``, (weight, eps) of an RMS norm ``weight * x / sqrt(mean(x^2) + eps)``,
     gives it in closed form (a few elementwise passes over head-major memory, returned as a [b, p, H, d]
     view); otherwise one backward of the norm over the copies."""
     if rms is None:
         with torch.enable_grad():
             copies = x.unsqueeze(2).expand(*grad.shape[:3], x.shape[-1]).contiguous().requires_grad_(True)
             return torch.autograd.grad(norm.forward(copies), copies, grad)[0]
-    weight, eps = rms
+    weight, eps = rms()
     xf, g = x.float(), grad.float().permute(2, 0, 1, 3).contiguous()  # [H, b, p, d]
     w = weight.detach().float().to(x.device)
     r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
@@ -115,7 +118,7 @@ class _SharedNorm(torch.autograd.Function):
     each copy its own gradient (``_norm_vjp``)."""
 
     @staticmethod
-    def forward(ctx, copies: torch.Tensor, norm: nn.Module, rms: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+    def forward(ctx, copies: torch.Tensor, norm: nn.Module, rms: RmsParams | None) -> torch.Tensor:
         x = copies[:, :, 0].detach()
         ctx.save_for_backward(x)
         ctx.norm, ctx.rms = norm, rms
@@ -136,7 +139,7 @@ class _SharedProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, copies: torch.Tensor, own: torch.Tensor, weight: torch.Tensor, norm: nn.Module | None,
-                rms: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+                rms: RmsParams | None) -> torch.Tensor:
         ctx.save_for_backward(copies[:, :, 0].detach(), weight)
         ctx.norm, ctx.rms = norm, rms
         return own.clone()
@@ -178,7 +181,8 @@ def head_input_site(adapter: "Adapter", layer: nn.Module, cfg: "ModelConfig", ki
     proj = adapter.qkv_proj_sites(layer, cfg)[kind]
     n_heads = cfg.n_heads
     carry = kind != "q" and cfg.n_kv_heads < n_heads
-    rms = (adapter.norm_weight(norm), adapter.norm_eps(norm)) if norm is not None and cfg.normalization == "rms" else None
+    is_rms = norm is not None and cfg.normalization == "rms"
+    rms = (lambda: (adapter.norm_weight(norm), adapter.norm_eps(norm))) if is_rms else None  # read at each backward
 
     def install(chain: _Chain) -> list:
         seen: dict[str, Any] = {}
