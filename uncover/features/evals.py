@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from uncover.core.results import Result
-from uncover.core.vocab import log_prob_chunks
+from uncover.core.vocab import log_prob_chunks, next_token_nll
 from uncover.features.sae import SAE
 
 if TYPE_CHECKING:
@@ -118,10 +118,13 @@ def evaluate_sae(
             model.run_with_hooks(batch, fwd_hooks=splice_hooks(sae, kind, skip_positions), return_normed=True)
             for kind in ("sae", "zero")]                                          # [batch, pos, d_model] each
         next_ids = batch[:, 1:].flatten().to(runs[0].device)
-        for rows, (lp_clean, lp_sae, lp_zero) in log_prob_chunks(model, *(r[:, :-1].flatten(0, 1) for r in runs)):
-            for key, lp in (("ce_clean", lp_clean), ("ce_sae", lp_sae), ("ce_zero", lp_zero)):
-                sums[key] -= lp.gather(-1, next_ids[rows, None]).sum().item()
+        clean, spliced = (r[:, :-1].flatten(0, 1) for r in runs[:2])
+        for rows, (lp_clean, lp_sae) in log_prob_chunks(model, clean, spliced):
+            sums["ce_clean"] -= lp_clean.gather(-1, next_ids[rows, None]).sum().item()
+            sums["ce_sae"] -= lp_sae.gather(-1, next_ids[rows, None]).sum().item()
             sums["kl"] += (lp_clean.exp() * (lp_clean - lp_sae)).sum().item()
+            del lp_clean, lp_sae  # before the next chunk is made
+        sums["ce_zero"] += next_token_nll(model, runs[2], batch).sum().item()
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
     total_var = (x_sq - x_sum.pow(2) / n_tok).sum().item()
     ev = 1 - sums["sq_err"] / max(total_var, 1e-12)
