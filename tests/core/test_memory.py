@@ -40,3 +40,19 @@ def test_tuning_keeps_freed_memory_and_can_be_switched_off():
     assert tuned == "True" and kept > 150  # the freed 200 MiB stays in the process for the next forward
     default, returned = run("0")
     assert default == "False" and returned < 50  # glibc's default hands it back to the kernel
+
+
+UNTUNE = CHECK.replace("tuned = tune_allocator()", "tune_allocator()\nfrom uncover.core.memory import "
+                       "keep_no_freed_memory\ntuned = keep_no_freed_memory() and not tune_allocator()")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning applies on Linux only")
+def test_keep_no_freed_memory_hands_it_back_and_stays():
+    try:
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if k != "UNCOVER_MALLOC_TUNING"}
+    out = subprocess.run([sys.executable, "-c", UNTUNE], env=env, capture_output=True, text=True, check=True).stdout
+    accepted, kept = out.split()
+    assert accepted == "True" and float(kept) < 50  # the tuning is undone, and a later model does not redo it

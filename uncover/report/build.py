@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uncover.core.budget import budget_bytes, memory_budget, peak_rss_bytes, working_bytes
-from uncover.core.memory import release_memory
+from uncover.core.memory import keep_no_freed_memory, release_memory
 from uncover.core.results import RichProgress
 from uncover.report import claims as C
 from uncover.report import html as H
@@ -112,6 +112,7 @@ def _build(model_name: str, out: Path, full: bool, only: list[str] | None, use_c
 
     cache_dir = out / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    keep_no_freed_memory()  # sections are unlike steps: memory one frees is rarely the size the next needs
     model = load(model_name)
     working_bytes(model)  # a budget the weights alone exceed fails here, before any section
     sections = load_sections(only)
