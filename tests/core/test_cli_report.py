@@ -85,22 +85,27 @@ def tiny_dir(tmp_path):
     return tmp_path / "tiny"
 
 
-@pytest.mark.parametrize("failing", [True, False])
-def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, monkeypatch, capsys, failing):
+def report_command(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``uncover report ARGS`` in-process: (exit code, stdout with whitespace runs as single spaces)."""
     import uncover.cli as cli
 
-    module = type(sys)("two_sections")
-    module.BOOM, module.FINE = Boom(), Fine()
-    monkeypatch.setitem(sys.modules, "two_sections", module)
-    monkeypatch.setattr(build, "SECTIONS", ["two_sections:FINE"] + (["two_sections:BOOM"] if failing else []))
     monkeypatch.setattr(cli, "AREAS", [])  # only the report command is needed
-    monkeypatch.setattr(sys, "argv", ["uncover", "report", str(tiny_dir), "--out", str(tmp_path / "out")])
+    monkeypatch.setattr(sys, "argv", ["uncover", "report", *args])
     code = 0
     try:
         cli.main()
     except SystemExit as e:
         code = e.code
-    out = " ".join(capsys.readouterr().out.split())
+    return code, " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("failing", [True, False])
+def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, monkeypatch, capsys, failing):
+    module = type(sys)("two_sections")
+    module.BOOM, module.FINE = Boom(), Fine()
+    monkeypatch.setitem(sys.modules, "two_sections", module)
+    monkeypatch.setattr(build, "SECTIONS", ["two_sections:FINE"] + (["two_sections:BOOM"] if failing else []))
+    code, out = report_command(monkeypatch, capsys, str(tiny_dir), "--out", str(tmp_path / "out"))
     page = (tmp_path / "out" / "index.html").read_text()  # the page is written either way
     assert "3 layers" in page and network_loads(tmp_path / "out" / "index.html") == []
     if failing:
@@ -113,21 +118,11 @@ def test_report_command_exit_code_names_the_failed_sections(tiny_dir, tmp_path, 
 
 @pytest.mark.parametrize("gb", ["1000", "0"])
 def test_report_command_max_memory(tiny_dir, tmp_path, monkeypatch, capsys, gb):
-    import uncover.cli as cli
-
     module = type(sys)("one_section")
     module.FINE = Fine()
     monkeypatch.setitem(sys.modules, "one_section", module)
     monkeypatch.setattr(build, "SECTIONS", ["one_section:FINE"])
-    monkeypatch.setattr(cli, "AREAS", [])
-    monkeypatch.setattr(sys, "argv", ["uncover", "report", str(tiny_dir), "--out", str(tmp_path / "out"),
-                                      "--max-memory", gb])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code
-    out = " ".join(capsys.readouterr().out.split())
+    code, out = report_command(monkeypatch, capsys, str(tiny_dir), "--out", str(tmp_path / "out"), "--max-memory", gb)
     if gb == "0":
         assert code == 1 and "a memory budget is a positive number of GB, got 0.0" in out and "Traceback" not in out
     else:
